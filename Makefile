@@ -1,0 +1,29 @@
+# Thin wrapper over CMake + Ninja. `make` builds everything, `make run` serves the embedded
+# IM core in the foreground, `make test` runs the whole test suite. All set-up is automatic.
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+CONFIG ?= config/flare.toml
+
+.PHONY: all deps configure build run test clean
+
+all: build
+
+deps:
+	@scripts/install_deps.sh
+
+$(BUILD_DIR)/build.ninja: | deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+
+configure: deps $(BUILD_DIR)/build.ninja
+
+build: configure
+	@cmake --build $(BUILD_DIR)
+
+run: build
+	exec $(BUILD_DIR)/bin/flare serve embedded --config $(CONFIG)
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,678 @@
+#include "adapters/sqlite/sqlite_store.hpp"
+
+#include <sqlite3.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace flare {
+
+namespace {
+
+struct SqliteError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+Error StorageUnavailable() {
+    return MakeError(Errc::kUnavailable, "storage_unavailable",
+                     "the message store could not commit; nothing was stored, retry with the same client_msg_id");
+}
+Error StoreStopped() { return MakeError(Errc::kUnavailable, "shutting_down", "the server is shutting down"); }
+
+std::string Key(const std::string& tenant, const std::string& conv) { return tenant + '\x1f' + conv; }
+
+// A prepared statement, reset after each use.
+class Stmt {
+public:
+    Stmt() = default;
+    Stmt(sqlite3* db, const char* sql) : db_(db) {
+        if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK) {
+            throw SqliteError(std::string("prepare failed: ") + sqlite3_errmsg(db) + " in: " + sql);
+        }
+    }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+    Stmt(Stmt&& o) noexcept : db_(o.db_), stmt_(o.stmt_) { o.stmt_ = nullptr; }
+    Stmt& operator=(Stmt&& o) noexcept {
+        std::swap(db_, o.db_);
+        std::swap(stmt_, o.stmt_);
+        return *this;
+    }
+    ~Stmt() { sqlite3_finalize(stmt_); }
+
+    template <typename... Args>
+    Stmt& Bind(const Args&... args) {
+        sqlite3_reset(stmt_);
+        sqlite3_clear_bindings(stmt_);
+        int i = 1;
+        (BindOne(i++, args), ...);
+        return *this;
+    }
+    // true while a row is available.
+    bool Step() {
+        const int rc = sqlite3_step(stmt_);
+        if (rc == SQLITE_ROW) {
+            return true;
+        }
+        if (rc == SQLITE_DONE) {
+            return false;
+        }
+        throw SqliteError(std::string("step failed: ") + sqlite3_errmsg(db_));
+    }
+    void Run() {
+        while (Step()) {
+        }
+        sqlite3_reset(stmt_);
+    }
+    int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+    bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+    std::string Text(int col) {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+        return p ? std::string(p, sqlite3_column_bytes(stmt_, col)) : std::string();
+    }
+    void Reset() { sqlite3_reset(stmt_); }
+
+private:
+    void BindOne(int i, const std::string& s) { sqlite3_bind_text(stmt_, i, s.data(), int(s.size()), SQLITE_STATIC); }
+    void BindOne(int i, const char* s) { sqlite3_bind_text(stmt_, i, s, -1, SQLITE_STATIC); }
+    void BindOne(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+    void BindOne(int i, uint64_t v) { sqlite3_bind_int64(stmt_, i, static_cast<int64_t>(v)); }
+    void BindOne(int i, int v) { sqlite3_bind_int64(stmt_, i, v); }
+
+    sqlite3* db_ = nullptr;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+void Exec(sqlite3* db, const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string msg = err ? err : "unknown error";
+        sqlite3_free(err);
+        throw SqliteError(msg);
+    }
+}
+
+sqlite3* OpenDb(const std::string& path, bool readonly, const std::string& synchronous) {
+    sqlite3* db = nullptr;
+    const int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                      SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+        std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+        sqlite3_close(db);
+        throw std::runtime_error("cannot open SQLite database '" + path + "': " + msg);
+    }
+    sqlite3_busy_timeout(db, 5000);
+    try {
+        if (!readonly) {
+            Exec(db, "PRAGMA journal_mode=WAL");
+            Exec(db, ("PRAGMA synchronous=" + synchronous).c_str());
+        }
+        Exec(db, "PRAGMA foreign_keys=OFF");
+    } catch (const SqliteError& e) {
+        sqlite3_close(db);
+        throw std::runtime_error("cannot configure SQLite database '" + path + "': " + e.what());
+    }
+    return db;
+}
+
+// Schema version 1. Migrations only ever add: a newer binary opens an older file.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE IF NOT EXISTS conversations (
+    tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, type INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0, last_msg_time_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, conversation_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    joined_ms INTEGER NOT NULL, joined_seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, user_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members (tenant_id, user_id);
+CREATE TABLE IF NOT EXISTS messages (
+    tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    server_msg_id TEXT NOT NULL, client_msg_id TEXT NOT NULL, sender_id TEXT NOT NULL,
+    sender_device_id TEXT NOT NULL, server_time_ms INTEGER NOT NULL, conversation_type INTEGER NOT NULL,
+    kind INTEGER NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
+    ON messages (tenant_id, conversation_id, sender_id, client_msg_id);
+CREATE TABLE IF NOT EXISTS device_cursors (
+    tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, device_id TEXT NOT NULL, conversation_id TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, device_id, conversation_id)) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kMessageColumns =
+    "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
+    "conversation_type, kind, text";
+
+MessageRecord ReadMessage(Stmt& s) {
+    MessageRecord m;
+    m.tenant_id = s.Text(0);
+    m.conversation_id = s.Text(1);
+    m.seq = static_cast<uint64_t>(s.Int(2));
+    m.server_msg_id = s.Text(3);
+    m.client_msg_id = s.Text(4);
+    m.sender_id = s.Text(5);
+    m.sender_device_id = s.Text(6);
+    m.server_time_ms = s.Int(7);
+    m.conversation_type = static_cast<ConversationType>(s.Int(8));
+    m.kind = static_cast<MessageKind>(s.Int(9));
+    m.text = s.Text(10);
+    return m;
+}
+
+int64_t NowMs() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------- writer
+
+struct SqliteStore::Writer {
+    explicit Writer(sqlite3* db)
+        : db(db),
+          begin(db, "BEGIN IMMEDIATE"),
+          commit(db, "COMMIT"),
+          rollback(db, "ROLLBACK"),
+          select_last_seq(db, "SELECT last_seq FROM conversations WHERE tenant_id=?1 AND conversation_id=?2"),
+          insert_conversation(db,
+                              "INSERT INTO conversations (tenant_id, conversation_id, type, created_ms, last_seq) "
+                              "VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT DO NOTHING"),
+          insert_member(db,
+                        "INSERT INTO members (tenant_id, conversation_id, user_id, joined_ms, joined_seq) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING"),
+          delete_member(db, "DELETE FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3"),
+          insert_message(db, (std::string("INSERT INTO messages (") + kMessageColumns +
+                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING")
+                                 .c_str()),
+          select_by_client_id(db, (std::string("SELECT ") + kMessageColumns +
+                                   " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND sender_id=?3 AND "
+                                   "client_msg_id=?4")
+                                      .c_str()),
+          update_last_seq(db,
+                          "UPDATE conversations SET last_seq=?3, last_msg_time_ms=?4 WHERE tenant_id=?1 AND "
+                          "conversation_id=?2"),
+          upsert_cursor(db,
+                        "INSERT INTO device_cursors (tenant_id, user_id, device_id, conversation_id, acked_seq) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET acked_seq = "
+                        "max(acked_seq, excluded.acked_seq) RETURNING acked_seq") {}
+    ~Writer() {
+        // Statements must be finalized before the connection closes.
+        begin = Stmt();
+        commit = Stmt();
+        rollback = Stmt();
+        select_last_seq = Stmt();
+        insert_conversation = Stmt();
+        insert_member = Stmt();
+        delete_member = Stmt();
+        insert_message = Stmt();
+        select_by_client_id = Stmt();
+        update_last_seq = Stmt();
+        upsert_cursor = Stmt();
+        sqlite3_close(db);
+    }
+
+    // The conversation's newest seq including this transaction's appends; nullopt when it does not exist.
+    std::optional<uint64_t> LastSeq(const std::string& key, const std::string& tenant, const std::string& conv) {
+        auto it = last_seq.find(key);
+        if (it != last_seq.end()) {
+            return it->second;
+        }
+        select_last_seq.Bind(tenant, conv);
+        if (!select_last_seq.Step()) {
+            select_last_seq.Reset();
+            return std::nullopt;
+        }
+        const auto v = static_cast<uint64_t>(select_last_seq.Int(0));
+        select_last_seq.Reset();
+        last_seq.emplace(key, v);
+        return v;
+    }
+
+    struct Dirty {
+        std::string tenant, conv;
+        uint64_t seq;
+        int64_t time_ms;
+    };
+
+    sqlite3* db;
+    Stmt begin, commit, rollback, select_last_seq, insert_conversation, insert_member, delete_member, insert_message,
+        select_by_client_id, update_last_seq, upsert_cursor;
+    std::unordered_map<std::string, uint64_t> last_seq;  // cache: the truth is the conversations table
+    std::unordered_map<std::string, Dirty> dirty;        // conversations whose last_seq this transaction moved
+};
+
+class SqliteStore::WriteJob {
+public:
+    virtual ~WriteJob() = default;
+    // Runs inside the group transaction; throws SqliteError on a database failure (the group rolls back).
+    virtual void Run(Writer& w) = 0;
+    // After the group committed (ok) or rolled back / the store stopped (!ok).
+    virtual void Complete(bool ok) = 0;
+};
+
+namespace {
+
+template <typename T>
+class FnJob final : public SqliteStore::WriteJob {
+public:
+    FnJob(std::function<Result<T>(SqliteStore::Writer&)> fn, Callback<T> done)
+        : fn_(std::move(fn)), done_(std::move(done)) {}
+    void Run(SqliteStore::Writer& w) override { result_.emplace(fn_(w)); }
+    void Complete(bool ok) override {
+        if (ok && result_) {
+            done_(std::move(*result_));
+        } else {
+            done_(ok ? StoreStopped() : StorageUnavailable());
+        }
+    }
+
+private:
+    std::function<Result<T>(SqliteStore::Writer&)> fn_;
+    Callback<T> done_;
+    std::optional<Result<T>> result_;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------- reader
+
+struct SqliteStore::Reader {
+    explicit Reader(sqlite3* db)
+        : db(db),
+          read_after(db, (std::string("SELECT ") + kMessageColumns +
+                          " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq>?3 ORDER BY seq LIMIT ?4")
+                             .c_str()),
+          conversation(db, "SELECT type, last_seq FROM conversations WHERE tenant_id=?1 AND conversation_id=?2"),
+          members(db, "SELECT user_id, joined_seq FROM members WHERE tenant_id=?1 AND conversation_id=?2"),
+          user_conversations(db,
+                             "SELECT c.conversation_id, c.type, c.last_seq, m.joined_seq, d.acked_seq "
+                             "FROM members m JOIN conversations c "
+                             "  ON c.tenant_id=m.tenant_id AND c.conversation_id=m.conversation_id "
+                             "LEFT JOIN device_cursors d ON d.tenant_id=m.tenant_id AND d.user_id=m.user_id "
+                             "  AND d.device_id=?3 AND d.conversation_id=m.conversation_id "
+                             "WHERE m.tenant_id=?1 AND m.user_id=?2 ORDER BY c.conversation_id") {}
+    ~Reader() {
+        read_after = Stmt();
+        conversation = Stmt();
+        members = Stmt();
+        user_conversations = Stmt();
+        sqlite3_close(db);
+    }
+    sqlite3* db;
+    Stmt read_after, conversation, members, user_conversations;
+};
+
+// --------------------------------------------------------------------------------------------- store
+
+Result<std::string> SqlitePathFromUrl(const std::string& url) {
+    constexpr std::string_view kScheme = "sqlite://";
+    if (!url.starts_with(kScheme) || url.size() == kScheme.size()) {
+        return MakeError(Errc::kInvalidArgument, "bad_database_url",
+                         "database URL '" + url + "' is not 'sqlite://<path>' (e.g. sqlite://data/flare.db)");
+    }
+    return url.substr(kScheme.size());
+}
+
+SqliteStore::SqliteStore(SqliteOptions options) : options_(std::move(options)) {
+    if (options_.synchronous != "full" && options_.synchronous != "normal") {
+        throw std::runtime_error("storage.synchronous must be \"full\" or \"normal\", not \"" + options_.synchronous +
+                                 "\"");
+    }
+    std::filesystem::path path(options_.path);
+    if (path.has_parent_path()) {
+        std::error_code ec;
+        std::filesystem::create_directories(path.parent_path(), ec);
+        if (ec) {
+            throw std::runtime_error("cannot create directory for SQLite database '" + options_.path +
+                                     "': " + ec.message());
+        }
+    }
+    sqlite3* wdb = OpenDb(options_.path, false, options_.synchronous);
+    try {
+        Exec(wdb, kSchemaV1);
+        Exec(wdb, "PRAGMA user_version=1");
+        writer_ = std::make_unique<Writer>(wdb);
+    } catch (const SqliteError& e) {
+        sqlite3_close(wdb);
+        throw std::runtime_error("cannot prepare SQLite database '" + options_.path + "': " + e.what());
+    }
+    try {
+        reader_ = std::make_unique<Reader>(OpenDb(options_.path, true, options_.synchronous));
+    } catch (const SqliteError& e) {
+        throw std::runtime_error("cannot prepare SQLite reader for '" + options_.path + "': " + e.what());
+    }
+}
+
+SqliteStore::~SqliteStore() { Stop(); }
+
+void SqliteStore::Start() {
+    std::lock_guard lock(mu_);
+    if (accepting_ || stopping_) {
+        return;
+    }
+    accepting_ = true;
+    writer_thread_ = std::thread([this] { WriterLoop(); });
+    reader_thread_ = std::thread([this] { ReaderLoop(); });
+}
+
+void SqliteStore::Stop() {
+    {
+        std::lock_guard lock(mu_);
+        if (stopping_) {
+            return;
+        }
+        accepting_ = false;
+        stopping_ = true;
+    }
+    write_cv_.notify_all();
+    read_cv_.notify_all();
+    if (writer_thread_.joinable()) {
+        writer_thread_.join();
+    }
+    if (reader_thread_.joinable()) {
+        reader_thread_.join();
+    }
+}
+
+void SqliteStore::Submit(std::unique_ptr<WriteJob> job) {
+    {
+        std::lock_guard lock(mu_);
+        if (accepting_) {
+            write_queue_.push_back(std::move(job));
+            write_cv_.notify_one();
+            return;
+        }
+    }
+    job->Complete(true);  // not run: reports "shutting down"
+}
+
+void SqliteStore::SubmitRead(std::function<void(Reader&)> fn, std::function<void()> on_stopped) {
+    {
+        std::lock_guard lock(mu_);
+        if (accepting_) {
+            read_queue_.push_back(std::move(fn));
+            read_cv_.notify_one();
+            return;
+        }
+    }
+    on_stopped();
+}
+
+void SqliteStore::WriterLoop() {
+    std::vector<std::unique_ptr<WriteJob>> batch;
+    for (;;) {
+        batch.clear();
+        {
+            std::unique_lock lock(mu_);
+            write_cv_.wait(lock, [&] { return stopping_ || !write_queue_.empty(); });
+            if (write_queue_.empty()) {
+                return;  // stopping and drained
+            }
+            while (!write_queue_.empty() && batch.size() < options_.max_batch) {
+                batch.push_back(std::move(write_queue_.front()));
+                write_queue_.pop_front();
+            }
+        }
+        Writer& w = *writer_;
+        bool ok = true;
+        try {
+            w.begin.Bind().Run();
+            for (auto& job : batch) {
+                job->Run(w);
+            }
+            for (auto& [key, d] : w.dirty) {
+                w.update_last_seq.Bind(d.tenant, d.conv, d.seq, d.time_ms).Run();
+            }
+            w.commit.Bind().Run();
+        } catch (const SqliteError& e) {
+            ok = false;
+            spdlog::error("sqlite: group commit of {} jobs failed, rolled back: {}", batch.size(), e.what());
+            try {
+                w.rollback.Bind().Run();
+            } catch (const SqliteError&) {
+            }
+            w.last_seq.clear();  // reload the truth from disk
+        }
+        w.dirty.clear();
+        for (auto& job : batch) {
+            job->Complete(ok);
+        }
+    }
+}
+
+void SqliteStore::ReaderLoop() {
+    for (;;) {
+        std::function<void(Reader&)> fn;
+        {
+            std::unique_lock lock(mu_);
+            read_cv_.wait(lock, [&] { return stopping_ || !read_queue_.empty(); });
+            if (read_queue_.empty()) {
+                return;
+            }
+            fn = std::move(read_queue_.front());
+            read_queue_.pop_front();
+        }
+        fn(*reader_);
+    }
+}
+
+namespace {
+
+class AppendJob final : public SqliteStore::WriteJob {
+public:
+    AppendJob(AppendRequest req, Callback<AppendResult> done) : req_(std::move(req)), done_(std::move(done)) {}
+
+    void Run(SqliteStore::Writer& w) override {
+        MessageRecord& m = req_.message;
+        const std::string key = Key(m.tenant_id, m.conversation_id);
+        auto last = w.LastSeq(key, m.tenant_id, m.conversation_id);
+        if (!last) {
+            if (req_.create_with_members.empty()) {
+                result_.emplace(MakeError(Errc::kNotFound, "unknown_conversation",
+                                          "conversation '" + m.conversation_id + "' does not exist"));
+                return;
+            }
+            w.insert_conversation.Bind(m.tenant_id, m.conversation_id, static_cast<int>(m.conversation_type),
+                                       m.server_time_ms)
+                .Run();
+            for (const auto& user : req_.create_with_members) {
+                w.insert_member.Bind(m.tenant_id, m.conversation_id, user, m.server_time_ms, int64_t{0}).Run();
+            }
+            w.last_seq[key] = 0;
+            last = 0;
+        }
+        m.seq = *last + 1;
+        w.insert_message
+            .Bind(m.tenant_id, m.conversation_id, m.seq, m.server_msg_id, m.client_msg_id, m.sender_id,
+                  m.sender_device_id, m.server_time_ms, static_cast<int>(m.conversation_type),
+                  static_cast<int>(m.kind), m.text)
+            .Run();
+        if (sqlite3_changes(w.db) == 1) {
+            w.last_seq[key] = m.seq;
+            auto& d = w.dirty[key];
+            d.tenant = m.tenant_id;
+            d.conv = m.conversation_id;
+            d.seq = m.seq;
+            d.time_ms = m.server_time_ms;
+            result_.emplace(AppendResult{std::move(m), false});
+            return;
+        }
+        auto& q = w.select_by_client_id.Bind(m.tenant_id, m.conversation_id, m.sender_id, m.client_msg_id);
+        if (!q.Step()) {
+            q.Reset();
+            throw SqliteError("insert ignored but no row has the idempotency key");
+        }
+        MessageRecord original = ReadMessage(q);
+        q.Reset();
+        result_.emplace(AppendResult{std::move(original), true});
+    }
+
+    void Complete(bool ok) override {
+        if (ok && result_) {
+            done_(std::move(*result_));
+        } else {
+            done_(ok ? StoreStopped() : StorageUnavailable());
+        }
+    }
+
+private:
+    AppendRequest req_;
+    Callback<AppendResult> done_;
+    std::optional<Result<AppendResult>> result_;
+};
+
+}  // namespace
+
+void SqliteStore::Append(AppendRequest request, Callback<AppendResult> done) {
+    Submit(std::make_unique<AppendJob>(std::move(request), std::move(done)));
+}
+
+void SqliteStore::JoinRoom(std::string tenant_id, std::string conversation_id, std::string user_id,
+                           Callback<ConversationSummary> done) {
+    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id),
+               user = std::move(user_id)](Writer& w) -> Result<ConversationSummary> {
+        const std::string key = Key(tenant, conv);
+        const int64_t now = NowMs();
+        auto last = w.LastSeq(key, tenant, conv);
+        if (!last) {
+            w.insert_conversation.Bind(tenant, conv, static_cast<int>(ConversationType::kRoom), now).Run();
+            w.last_seq[key] = 0;
+            last = 0;
+        }
+        w.insert_member.Bind(tenant, conv, user, now, *last).Run();
+        return ConversationSummary{conv, ConversationType::kRoom, *last};
+    };
+    Submit(std::make_unique<FnJob<ConversationSummary>>(std::move(fn), std::move(done)));
+}
+
+void SqliteStore::LeaveRoom(std::string tenant_id, std::string conversation_id, std::string user_id,
+                            StatusCallback done) {
+    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id),
+               user = std::move(user_id)](Writer& w) -> Result<bool> {
+        w.delete_member.Bind(tenant, conv, user).Run();
+        if (sqlite3_changes(w.db) == 0) {
+            return MakeError(Errc::kFailedPrecondition, "not_member", "you are not a member of '" + conv + "'");
+        }
+        return true;
+    };
+    Submit(std::make_unique<FnJob<bool>>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+        done(r ? Status{} : Status{r.error()});
+    }));
+}
+
+void SqliteStore::SaveDeviceCursor(std::string tenant_id, std::string user_id, std::string device_id,
+                                   std::string conversation_id, uint64_t seq, Callback<uint64_t> done) {
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), device = std::move(device_id),
+               conv = std::move(conversation_id), seq](Writer& w) -> Result<uint64_t> {
+        auto last = w.LastSeq(Key(tenant, conv), tenant, conv);
+        if (!last) {
+            return MakeError(Errc::kNotFound, "unknown_conversation", "conversation '" + conv + "' does not exist");
+        }
+        auto& q = w.upsert_cursor.Bind(tenant, user, device, conv, std::min(seq, *last));
+        uint64_t cursor = q.Step() ? static_cast<uint64_t>(q.Int(0)) : 0;
+        q.Run();
+        return cursor;
+    };
+    Submit(std::make_unique<FnJob<uint64_t>>(std::move(fn), std::move(done)));
+}
+
+void SqliteStore::ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
+                            Callback<MessagePage> done) {
+    auto shared_done = std::make_shared<Callback<MessagePage>>(std::move(done));
+    SubmitRead(
+        [tenant = std::move(tenant_id), conv = std::move(conversation_id), after_seq, limit,
+         shared_done](Reader& r) {
+            MessagePage page;
+            try {
+                r.conversation.Bind(tenant, conv);
+                if (r.conversation.Step()) {
+                    page.last_seq = static_cast<uint64_t>(r.conversation.Int(1));
+                }
+                r.conversation.Reset();
+                auto& q = r.read_after.Bind(tenant, conv, after_seq, static_cast<int64_t>(limit) + 1);
+                while (q.Step()) {
+                    if (page.messages.size() == limit) {
+                        page.has_more = true;
+                        break;
+                    }
+                    page.messages.push_back(ReadMessage(q));
+                }
+                q.Reset();
+                if (!page.messages.empty() && page.messages.back().seq > page.last_seq) {
+                    page.last_seq = page.messages.back().seq;
+                }
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(page));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+void SqliteStore::LoadConversation(std::string tenant_id, std::string conversation_id,
+                                   Callback<std::optional<ConversationInfo>> done) {
+    auto shared_done = std::make_shared<Callback<std::optional<ConversationInfo>>>(std::move(done));
+    SubmitRead(
+        [tenant = std::move(tenant_id), conv = std::move(conversation_id), shared_done](Reader& r) {
+            std::optional<ConversationInfo> info;
+            try {
+                r.conversation.Bind(tenant, conv);
+                if (r.conversation.Step()) {
+                    info.emplace();
+                    info->summary.conversation_id = conv;
+                    info->summary.type = static_cast<ConversationType>(r.conversation.Int(0));
+                    info->summary.last_seq = static_cast<uint64_t>(r.conversation.Int(1));
+                }
+                r.conversation.Reset();
+                if (info) {
+                    auto& q = r.members.Bind(tenant, conv);
+                    while (q.Step()) {
+                        info->members.push_back(MemberInfo{q.Text(0), static_cast<uint64_t>(q.Int(1))});
+                    }
+                    q.Reset();
+                }
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(info));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+void SqliteStore::ListUserConversations(std::string tenant_id, std::string user_id, std::string device_id,
+                                        Callback<std::vector<UserConversation>> done) {
+    auto shared_done = std::make_shared<Callback<std::vector<UserConversation>>>(std::move(done));
+    SubmitRead(
+        [tenant = std::move(tenant_id), user = std::move(user_id), device = std::move(device_id),
+         shared_done](Reader& r) {
+            std::vector<UserConversation> out;
+            try {
+                auto& q = r.user_conversations.Bind(tenant, user, device);
+                while (q.Step()) {
+                    UserConversation c;
+                    c.summary.conversation_id = q.Text(0);
+                    c.summary.type = static_cast<ConversationType>(q.Int(1));
+                    c.summary.last_seq = static_cast<uint64_t>(q.Int(2));
+                    c.joined_seq = static_cast<uint64_t>(q.Int(3));
+                    if (!q.IsNull(4)) {
+                        c.device_acked_seq = static_cast<uint64_t>(q.Int(4));
+                    }
+                    out.push_back(std::move(c));
+                }
+                q.Reset();
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(out));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+}  // namespace flare

@@ -1,0 +1,32 @@
+// The embedded IM core: every service in one process, wired in one place. SQLite storage, in-process
+// presence, gateway directory and push. Used by `flare serve embedded` and by the integration tests
+// (which start it on port 0).
+#pragma once
+
+#include <memory>
+
+#include "app/config.hpp"
+
+namespace flare::app {
+
+class EmbeddedServer {
+public:
+    explicit EmbeddedServer(Config config);
+    ~EmbeddedServer();
+
+    // Opens storage, binds the gateway port and starts serving. Throws std::runtime_error on failure
+    // (with a message that says what to do).
+    void Start();
+    // Says goodbye to every client, drains storage and stops. Idempotent.
+    void Stop();
+
+    uint16_t gateway_port() const;
+    const Config& config() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flare::app

@@ -1,0 +1,165 @@
+// The flare binary: `flare serve embedded` runs every service in one process; `flare token` mints a
+// client token for tools like websocat. Distributed roles come with the distributed deployment.
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "app/config.hpp"
+#include "app/embedded_server.hpp"
+#include "auth/jwt.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage:
+  flare serve embedded [--config FILE] [--port N] [--ready-file FILE]
+      Runs the whole IM core in this process (SQLite storage, in-process presence and push).
+      Environment overrides: PORT, GATEWAY_ID, GATEWAY_REGION, LISTEN_ADDRESS, DATABASE_URL,
+      TOKEN_SECRET, DEFAULT_TENANT, LOG_LEVEL, IO_THREADS.
+  flare token USER [--tenant T] [--device D] [--ttl SECONDS]
+      Prints a client JWT signed with TOKEN_SECRET (default 'insecure-secret').
+  flare version
+)";
+
+int Usage(const std::string& problem) {
+    std::cerr << "flare: " << problem << "\n\n" << kUsage;
+    return 2;
+}
+
+int Serve(const std::vector<std::string>& args) {
+    if (args.empty()) {
+        return Usage("serve needs a role");
+    }
+    const std::string& role = args[0];
+    if (role != "embedded") {
+        static const std::vector<std::string> kDistributed{
+            "signaling-online", "signaling-route", "hook-engine",   "session",     "message-orchestrator",
+            "storage-writer",   "push-server",     "access-gateway", "core-gateway"};
+        if (std::find(kDistributed.begin(), kDistributed.end(), role) != kDistributed.end()) {
+            std::cerr << "flare: role '" << role
+                      << "' belongs to the distributed deployment, which this build does not have yet; "
+                         "run 'flare serve embedded' for the whole IM core in one process\n";
+            return 2;
+        }
+        return Usage("unknown role '" + role + "'");
+    }
+    std::string config_path, ready_file;
+    std::map<std::string, std::string> env = flare::app::ReadEnvironment();
+    for (size_t i = 1; i < args.size(); ++i) {
+        auto value = [&]() -> std::string {
+            if (i + 1 >= args.size()) {
+                throw std::runtime_error(args[i] + " needs a value");
+            }
+            return args[++i];
+        };
+        if (args[i] == "--config") {
+            config_path = value();
+        } else if (args[i] == "--port") {
+            env["PORT"] = value();
+        } else if (args[i] == "--ready-file") {
+            ready_file = value();
+        } else {
+            return Usage("unknown option '" + args[i] + "'");
+        }
+    }
+    flare::app::Config config = flare::app::LoadConfig(config_path, env);
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+    if (config.gateway.token_secret == "insecure-secret") {
+        spdlog::warn("************************************************************************");
+        spdlog::warn("TOKEN_SECRET is the default 'insecure-secret': anyone can mint tokens.");
+        spdlog::warn("Set TOKEN_SECRET (or auth.token_secret) before exposing this server.");
+        spdlog::warn("************************************************************************");
+        if (!config.allow_insecure_secret) {
+            spdlog::error("auth.allow_insecure_secret is false: refusing to start with the default secret");
+            return 1;
+        }
+    }
+
+    // Signals are taken synchronously by this thread; every other thread inherits the mask.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    flare::app::EmbeddedServer server(config);
+    server.Start();
+    const uint16_t port = server.gateway_port();
+    spdlog::info("Flare IM Core (embedded) serving: gateway '{}'{} on ws://{}:{}/, storage {}",
+                 config.gateway.gateway_id, config.gateway.region.empty() ? "" : " region " + config.gateway.region,
+                 config.gateway.listen_address, port, config.database_url);
+    if (!ready_file.empty()) {
+        std::ofstream(ready_file) << port << "\n";
+    }
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("{} received: saying goodbye to clients and draining storage", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server.Stop();
+    spdlog::info("stopped");
+    return 0;
+}
+
+int Token(const std::vector<std::string>& args) {
+    if (args.empty() || args[0].starts_with("--")) {
+        return Usage("token needs a user id");
+    }
+    std::string tenant = "default", device;
+    long ttl = 24 * 3600;
+    for (size_t i = 1; i + 1 < args.size(); i += 2) {
+        if (args[i] == "--tenant") {
+            tenant = args[i + 1];
+        } else if (args[i] == "--device") {
+            device = args[i + 1];
+        } else if (args[i] == "--ttl") {
+            ttl = std::stol(args[i + 1]);
+        } else {
+            return Usage("unknown option '" + args[i] + "'");
+        }
+    }
+    const char* secret = std::getenv("TOKEN_SECRET");
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    std::cout << flare::MintToken(secret ? secret : "insecure-secret", args[0], tenant, now + ttl, device) << "\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("flare"));
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty()) {
+        return Usage("no command");
+    }
+    try {
+        const std::string cmd = args[0];
+        args.erase(args.begin());
+        if (cmd == "serve") {
+            return Serve(args);
+        }
+        if (cmd == "token") {
+            return Token(args);
+        }
+        if (cmd == "version" || cmd == "--version") {
+            std::cout << "flare " << FLARE_VERSION << "\n";
+            return 0;
+        }
+        if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+            std::cout << kUsage;
+            return 0;
+        }
+        return Usage("unknown command '" + cmd + "'");
+    } catch (const std::exception& e) {
+        std::cerr << "flare: " << e.what() << "\n";
+        return 1;
+    }
+}

@@ -1,0 +1,140 @@
+// The ports the domain services talk to. Adapters (memory, SQLite, later Redis, PostgreSQL, gRPC)
+// implement them; src/app/ wires one adapter per port. No technology headers here.
+//
+// Asynchronous calls take a completion callback that is invoked exactly once, on an adapter thread
+// (or inline); callers must not block in it for long and must hop to their own executor if needed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/errc.hpp"
+#include "domain/types.hpp"
+
+namespace flare {
+
+template <typename T>
+using Callback = std::function<void(Result<T>)>;
+using StatusCallback = std::function<void(Status)>;
+
+struct AppendRequest {
+    // seq is ignored and assigned by the store; server_msg_id and server_time_ms are set by the caller.
+    MessageRecord message;
+    // Direct conversations come into being with their first message: create the conversation and make
+    // both participants members in the same transaction.
+    std::vector<std::string> create_with_members;
+};
+
+struct AppendResult {
+    MessageRecord message;   // as stored (for a duplicate: the original message)
+    bool duplicate = false;  // an earlier append with the same idempotency key exists
+};
+
+struct MessagePage {
+    std::vector<MessageRecord> messages;  // ascending seq
+    bool has_more = false;
+    uint64_t last_seq = 0;  // the conversation's newest seq when the page was read
+};
+
+// Durable message log, one dense seq space per conversation.
+class MessageStore {
+public:
+    virtual ~MessageStore() = default;
+
+    // Persists a message and assigns it the next seq of its conversation, atomically: seqs are dense and
+    // strictly increasing, and a failure allocates nothing. Idempotent by (tenant, conversation, sender,
+    // client_msg_id): a repeat returns the original with duplicate=true. `done` runs only after the
+    // message is durable. For one conversation, completions run in seq order on one thread.
+    // Errors: kNotFound "unknown_conversation" when the conversation does not exist and
+    // create_with_members is empty; kUnavailable "storage_unavailable" on I/O failure.
+    virtual void Append(AppendRequest request, Callback<AppendResult> done) = 0;
+
+    // Messages with seq > after_seq, ascending, at most `limit`.
+    virtual void ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
+                           Callback<MessagePage> done) = 0;
+};
+
+struct MemberInfo {
+    std::string user_id;
+    uint64_t joined_seq = 0;  // last seq of the conversation when the user joined
+};
+
+struct ConversationInfo {
+    ConversationSummary summary;
+    std::vector<MemberInfo> members;
+};
+
+struct UserConversation {
+    ConversationSummary summary;
+    uint64_t joined_seq = 0;
+    std::optional<uint64_t> device_acked_seq;  // this device's cursor, if it ever acknowledged
+};
+
+// Conversations, membership and per-device delivery cursors.
+class ConversationStore {
+public:
+    virtual ~ConversationStore() = default;
+
+    // Creates the room when missing and makes the user a member; idempotent (joining twice keeps the
+    // first join). Returns the room's summary.
+    virtual void JoinRoom(std::string tenant_id, std::string conversation_id, std::string user_id,
+                          Callback<ConversationSummary> done) = 0;
+    // Errors: kFailedPrecondition "not_member" when the user is not a member.
+    virtual void LeaveRoom(std::string tenant_id, std::string conversation_id, std::string user_id,
+                           StatusCallback done) = 0;
+    // std::nullopt when the conversation does not exist.
+    virtual void LoadConversation(std::string tenant_id, std::string conversation_id,
+                                  Callback<std::optional<ConversationInfo>> done) = 0;
+    // Every conversation the user is a member of, with this device's cursor.
+    virtual void ListUserConversations(std::string tenant_id, std::string user_id, std::string device_id,
+                                       Callback<std::vector<UserConversation>> done) = 0;
+    // Moves the device's cursor forward to min(seq, last_seq); never backwards. Returns the cursor.
+    virtual void SaveDeviceCursor(std::string tenant_id, std::string user_id, std::string device_id,
+                                  std::string conversation_id, uint64_t seq, Callback<uint64_t> done) = 0;
+};
+
+// Who is connected where: one record per connected device (a user may have many).
+class PresenceRegistry {
+public:
+    virtual ~PresenceRegistry() = default;
+
+    // Adds the device. If the same (tenant, user, device) was connected, its record is replaced and
+    // returned so that the caller can close the old connection.
+    virtual void Register(DeviceSession session, Callback<std::optional<DeviceSession>> done) = 0;
+    // Removes the device only if it is still held by this gateway connection (a replaced device's late
+    // unregister must not remove its successor).
+    virtual void Unregister(std::string tenant_id, std::string user_id, std::string device_id,
+                            std::string gateway_id, uint64_t connection_id) = 0;
+    // Every connected device of the given users.
+    virtual void Lookup(std::string tenant_id, std::shared_ptr<const std::vector<std::string>> user_ids,
+                        Callback<std::vector<DeviceSession>> done) = 0;
+};
+
+// A gateway's delivery side: it writes pushes to its own connections.
+class DeliverySink {
+public:
+    virtual ~DeliverySink() = default;
+    // Delivers one message to the listed connections of this gateway. Unknown connections are ignored
+    // (the device went away). Must not block.
+    virtual void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids) = 0;
+    // Closes a connection with a reason frame first (used when a device is replaced).
+    virtual void Disconnect(uint64_t connection_id, std::string reason, std::string message) = 0;
+};
+
+// Which gateways exist and how to reach them.
+class GatewayDirectory {
+public:
+    virtual ~GatewayDirectory() = default;
+    virtual void Register(const std::string& gateway_id, const std::string& region, DeliverySink* sink) = 0;
+    virtual void Unregister(const std::string& gateway_id) = 0;
+    // nullptr when the gateway is unknown.
+    virtual DeliverySink* Find(const std::string& gateway_id) = 0;
+};
+
+}  // namespace flare

@@ -1,0 +1,322 @@
+#include "domain/services.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+#include <utility>
+
+namespace flare {
+
+namespace {
+
+bool Contains(const std::vector<std::string>& sorted, const std::string& user) {
+    return std::binary_search(sorted.begin(), sorted.end(), user);
+}
+
+Error NotMember(const std::string& conv) {
+    return MakeError(Errc::kPermissionDenied, "not_member", "you are not a member of conversation '" + conv + "'");
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ session
+
+SessionService::SessionService(ConversationStore& store) : store_(store) {}
+
+void SessionService::SetMembers(const std::string& key, ConversationType type, MemberList members) {
+    std::lock_guard lock(mu_);
+    cache_.try_emplace(key, Entry{type, std::move(members)});
+}
+
+void SessionService::AddMember(const std::string& key, ConversationType type, const std::string& user) {
+    std::lock_guard lock(mu_);
+    ++epoch_;
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+        return;  // loaded on next use
+    }
+    if (Contains(*it->second.members, user)) {
+        return;
+    }
+    auto copy = std::make_shared<std::vector<std::string>>(*it->second.members);
+    copy->insert(std::lower_bound(copy->begin(), copy->end(), user), user);
+    it->second.members = std::move(copy);
+}
+
+void SessionService::RemoveMember(const std::string& key, const std::string& user) {
+    std::lock_guard lock(mu_);
+    ++epoch_;
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+        return;
+    }
+    auto copy = std::make_shared<std::vector<std::string>>(*it->second.members);
+    auto pos = std::lower_bound(copy->begin(), copy->end(), user);
+    if (pos != copy->end() && *pos == user) {
+        copy->erase(pos);
+    }
+    it->second.members = std::move(copy);
+}
+
+void SessionService::Resolve(std::string tenant_id, std::string user_id, std::string conversation_id,
+                             Callback<Resolved> done) {
+    auto parsed = ParseConversationId(conversation_id);
+    if (!parsed) {
+        return done(parsed.error());
+    }
+    ConversationRef ref = std::move(parsed.value());
+    if (ref.type == ConversationType::kDirect && user_id != ref.a && user_id != ref.b) {
+        return done(NotMember(ref.id));
+    }
+    std::string key = Key(tenant_id, ref.id);
+    uint64_t epoch;
+    {
+        std::lock_guard lock(mu_);
+        auto it = cache_.find(key);
+        if (it != cache_.end()) {
+            if (!Contains(*it->second.members, user_id)) {
+                return done(NotMember(ref.id));
+            }
+            return done(Resolved{std::move(ref), it->second.members, true});
+        }
+        epoch = epoch_;
+    }
+    store_.LoadConversation(
+        tenant_id, ref.id,
+        [this, ref = std::move(ref), key = std::move(key), user_id = std::move(user_id), epoch,
+         done = std::move(done)](Result<std::optional<ConversationInfo>> loaded) mutable {
+            if (!loaded) {
+                return done(loaded.error());
+            }
+            if (!loaded->has_value()) {
+                if (ref.type == ConversationType::kDirect) {
+                    auto members = std::make_shared<std::vector<std::string>>(std::vector{ref.a, ref.b});
+                    return done(Resolved{std::move(ref), std::move(members), false});
+                }
+                return done(MakeError(Errc::kNotFound, "unknown_conversation",
+                                      "conversation '" + ref.id + "' does not exist (join the room first)"));
+            }
+            auto members = std::make_shared<std::vector<std::string>>();
+            members->reserve((*loaded)->members.size());
+            for (auto& m : (*loaded)->members) {
+                members->push_back(std::move(m.user_id));
+            }
+            std::sort(members->begin(), members->end());
+            {
+                std::lock_guard lock(mu_);
+                if (epoch == epoch_) {  // no membership change raced with this load
+                    cache_.try_emplace(key, Entry{ref.type, members});
+                }
+            }
+            if (!Contains(*members, user_id)) {
+                return done(NotMember(ref.id));
+            }
+            done(Resolved{std::move(ref), std::move(members), true});
+        });
+}
+
+void SessionService::MarkDirectCreated(const std::string& tenant_id, const ConversationRef& ref) {
+    auto members = std::make_shared<std::vector<std::string>>(std::vector{ref.a, ref.b});
+    SetMembers(Key(tenant_id, ref.id), ConversationType::kDirect, std::move(members));
+}
+
+void SessionService::JoinRoom(const Principal& who, std::string room, Callback<ConversationSummary> done) {
+    if (!IsValidName(room)) {
+        return done(MakeError(Errc::kInvalidArgument, "bad_room_name",
+                              "room name must be 1..64 characters of A-Z a-z 0-9 _ . @ -"));
+    }
+    std::string conv = RoomConversationId(room);
+    store_.JoinRoom(who.tenant_id, conv, who.user_id,
+                    [this, key = Key(who.tenant_id, conv), user = who.user_id,
+                     done = std::move(done)](Result<ConversationSummary> r) mutable {
+                        if (r) {
+                            AddMember(key, ConversationType::kRoom, user);
+                        }
+                        done(std::move(r));
+                    });
+}
+
+void SessionService::LeaveRoom(const Principal& who, std::string room, StatusCallback done) {
+    if (!IsValidName(room)) {
+        return done(MakeError(Errc::kInvalidArgument, "bad_room_name",
+                              "room name must be 1..64 characters of A-Z a-z 0-9 _ . @ -"));
+    }
+    std::string conv = RoomConversationId(room);
+    store_.LeaveRoom(who.tenant_id, conv, who.user_id,
+                     [this, key = Key(who.tenant_id, conv), user = who.user_id,
+                      done = std::move(done)](Status s) mutable {
+                         if (s) {
+                             RemoveMember(key, user);
+                         }
+                         done(std::move(s));
+                     });
+}
+
+void SessionService::SyncConversations(const Principal& who, std::map<std::string, uint64_t> known, bool include_all,
+                                       Callback<std::vector<ConversationStateView>> done) {
+    store_.ListUserConversations(
+        who.tenant_id, who.user_id, who.device_id,
+        [known = std::move(known), include_all,
+         done = std::move(done)](Result<std::vector<UserConversation>> list) mutable {
+            if (!list) {
+                return done(list.error());
+            }
+            std::vector<ConversationStateView> out;
+            for (const auto& c : *list) {
+                ConversationStateView v;
+                v.conversation_id = c.summary.conversation_id;
+                v.type = c.summary.type;
+                v.last_seq = c.summary.last_seq;
+                v.acked_seq = c.device_acked_seq.value_or(c.joined_seq);
+                auto k = known.find(v.conversation_id);
+                v.known_seq = k != known.end() ? k->second : v.acked_seq;
+                if (include_all || v.last_seq > v.known_seq) {
+                    out.push_back(std::move(v));
+                }
+            }
+            done(std::move(out));
+        });
+}
+
+void SessionService::Ack(const Principal& who, std::string conversation_id, uint64_t seq, Callback<uint64_t> done) {
+    Resolve(who.tenant_id, who.user_id, conversation_id,
+            [this, who, conversation_id, seq, done = std::move(done)](Result<Resolved> r) mutable {
+                if (!r) {
+                    return done(r.error());
+                }
+                if (!r->exists) {
+                    return done(MakeError(Errc::kNotFound, "unknown_conversation",
+                                          "conversation '" + conversation_id + "' has no messages yet"));
+                }
+                store_.SaveDeviceCursor(who.tenant_id, who.user_id, who.device_id, std::move(conversation_id), seq,
+                                        std::move(done));
+            });
+}
+
+// --------------------------------------------------------------------------------------------- push
+
+PushService::PushService(PresenceRegistry& presence, GatewayDirectory& gateways)
+    : presence_(presence), gateways_(gateways) {}
+
+void PushService::Fanout(std::shared_ptr<const MessageRecord> message, MemberList recipients,
+                         std::string skip_gateway_id, uint64_t skip_connection_id) {
+    const std::string tenant = message->tenant_id;
+    presence_.Lookup(tenant, std::move(recipients),
+                     [this, message = std::move(message), skip_gateway_id = std::move(skip_gateway_id),
+                      skip_connection_id](Result<std::vector<DeviceSession>> devices) {
+                         if (!devices) {
+                             return;  // recipients catch up by seq on their next sync
+                         }
+                         // Most deployments have few gateways: a small vector beats a map here.
+                         std::vector<std::pair<std::string, std::vector<uint64_t>>> by_gateway;
+                         for (const auto& d : *devices) {
+                             if (d.connection_id == skip_connection_id && d.gateway_id == skip_gateway_id) {
+                                 continue;
+                             }
+                             auto it = std::find_if(by_gateway.begin(), by_gateway.end(),
+                                                    [&](const auto& g) { return g.first == d.gateway_id; });
+                             if (it == by_gateway.end()) {
+                                 by_gateway.emplace_back(d.gateway_id, std::vector<uint64_t>{});
+                                 it = std::prev(by_gateway.end());
+                             }
+                             it->second.push_back(d.connection_id);
+                         }
+                         for (const auto& [gateway_id, connections] : by_gateway) {
+                             if (DeliverySink* sink = gateways_.Find(gateway_id)) {
+                                 sink->Deliver(*message, connections);
+                             }
+                         }
+                     });
+}
+
+// ------------------------------------------------------------------------------------- orchestrator
+
+MessageOrchestrator::MessageOrchestrator(const Limits& limits, SessionService& sessions, MessageStore& messages,
+                                         PushService& push, const Clock& clock, IdGenerator& ids)
+    : limits_(limits), sessions_(sessions), messages_(messages), push_(push), clock_(clock), ids_(ids) {}
+
+void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done) {
+    if (command.client_msg_id.empty()) {
+        return done(MakeError(Errc::kInvalidArgument, "missing_client_msg_id",
+                              "client_msg_id is required: it makes a retry safe"));
+    }
+    if (command.client_msg_id.size() > limits_.max_client_msg_id_bytes) {
+        return done(MakeError(Errc::kInvalidArgument, "client_msg_id_too_long",
+                              "client_msg_id is longer than " + std::to_string(limits_.max_client_msg_id_bytes) +
+                                  " bytes"));
+    }
+    if (command.text.empty()) {
+        return done(MakeError(Errc::kInvalidArgument, "empty_text", "text must not be empty"));
+    }
+    if (command.text.size() > limits_.max_text_bytes) {
+        return done(MakeError(Errc::kInvalidArgument, "text_too_long",
+                              "text is " + std::to_string(command.text.size()) + " bytes; the limit is " +
+                                  std::to_string(limits_.max_text_bytes)));
+    }
+    const std::string tenant = command.sender.tenant_id, user = command.sender.user_id, conv = command.conversation_id;
+    sessions_.Resolve(tenant, user, conv,
+                      [this, command = std::move(command),
+                       done = std::move(done)](Result<SessionService::Resolved> resolved) mutable {
+                          if (!resolved) {
+                              return done(resolved.error());
+                          }
+                          AppendRequest req;
+                          MessageRecord& m = req.message;
+                          m.tenant_id = command.sender.tenant_id;
+                          m.conversation_id = resolved->ref.id;
+                          m.conversation_type = resolved->ref.type;
+                          m.server_msg_id = ids_.NewId();
+                          m.client_msg_id = std::move(command.client_msg_id);
+                          m.sender_id = command.sender.user_id;
+                          m.sender_device_id = command.sender.device_id;
+                          m.server_time_ms = clock_.NowMs();
+                          m.kind = command.kind;
+                          m.text = std::move(command.text);
+                          if (!resolved->exists) {
+                              req.create_with_members = *resolved->members;
+                          }
+                          messages_.Append(
+                              std::move(req),
+                              [this, resolved = std::move(resolved.value()), gateway = std::move(command.gateway_id),
+                               connection = command.connection_id,
+                               done = std::move(done)](Result<AppendResult> appended) mutable {
+                                  if (!appended) {
+                                      return done(appended.error());
+                                  }
+                                  const MessageRecord& m = appended->message;
+                                  done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms,
+                                                   appended->duplicate});
+                                  if (appended->duplicate) {
+                                      return;
+                                  }
+                                  if (!resolved.exists) {
+                                      sessions_.MarkDirectCreated(m.tenant_id, resolved.ref);
+                                  }
+                                  push_.Fanout(std::make_shared<const MessageRecord>(std::move(appended->message)),
+                                               std::move(resolved.members), std::move(gateway), connection);
+                              });
+                      });
+}
+
+void MessageOrchestrator::SyncMessages(const Principal& who, std::string conversation_id, uint64_t after_seq,
+                                       uint32_t limit, Callback<MessagePage> done) {
+    if (limit == 0) {
+        limit = limits_.sync_default_limit;
+    }
+    if (limit > limits_.sync_max_limit) {
+        return done(MakeError(Errc::kInvalidArgument, "limit_too_large",
+                              "limit must be 1.." + std::to_string(limits_.sync_max_limit)));
+    }
+    sessions_.Resolve(who.tenant_id, who.user_id, conversation_id,
+                      [this, tenant = who.tenant_id, after_seq, limit,
+                       done = std::move(done)](Result<SessionService::Resolved> r) mutable {
+                          if (!r) {
+                              return done(r.error());
+                          }
+                          if (!r->exists) {
+                              return done(MessagePage{});
+                          }
+                          messages_.ReadAfter(std::move(tenant), r->ref.id, after_seq, limit, std::move(done));
+                      });
+}
+
+}  // namespace flare

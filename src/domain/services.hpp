@@ -1,0 +1,135 @@
+// The domain services of the IM core: session (conversations and membership), push (fan-out to
+// gateways), and the message orchestrator (validation, idempotent durable append, delivery).
+// They talk only to ports (domain/ports.hpp); embedded mode calls them directly, distributed hosting
+// will put gRPC in front of the same classes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "domain/ports.hpp"
+
+namespace flare {
+
+struct Limits {
+    uint32_t max_text_bytes = 4096;
+    uint32_t max_client_msg_id_bytes = 128;
+    uint32_t sync_default_limit = 100;
+    uint32_t sync_max_limit = 500;
+};
+
+// A shared, immutable member list: copied on write, so fan-out of a big room copies nothing.
+using MemberList = std::shared_ptr<const std::vector<std::string>>;
+
+struct ConversationStateView {
+    std::string conversation_id;
+    ConversationType type = ConversationType::kDirect;
+    uint64_t last_seq = 0;
+    uint64_t acked_seq = 0;  // this device's cursor (joined_seq when the device never acknowledged)
+    uint64_t known_seq = 0;  // what the comparison used
+};
+
+// Conversations and membership, with a member cache in front of the ConversationStore.
+// Thread-safe.
+class SessionService {
+public:
+    explicit SessionService(ConversationStore& store);
+
+    struct Resolved {
+        ConversationRef ref;
+        MemberList members;
+        bool exists = false;  // false: a direct conversation not created yet
+    };
+
+    // Checks that `user` may use the conversation. Errors: kInvalidArgument "bad_conversation_id",
+    // kNotFound "unknown_conversation", kPermissionDenied "not_member".
+    void Resolve(std::string tenant_id, std::string user_id, std::string conversation_id, Callback<Resolved> done);
+    // After the first message of a direct conversation is stored.
+    void MarkDirectCreated(const std::string& tenant_id, const ConversationRef& ref);
+
+    void JoinRoom(const Principal& who, std::string room, Callback<ConversationSummary> done);
+    void LeaveRoom(const Principal& who, std::string room, StatusCallback done);
+    // Conversations with messages after what the device holds: `known` overrides the device cursor.
+    void SyncConversations(const Principal& who, std::map<std::string, uint64_t> known, bool include_all,
+                           Callback<std::vector<ConversationStateView>> done);
+    void Ack(const Principal& who, std::string conversation_id, uint64_t seq, Callback<uint64_t> done);
+
+private:
+    struct Entry {
+        ConversationType type;
+        MemberList members;
+    };
+    static std::string Key(const std::string& tenant, const std::string& conv) { return tenant + '\x1f' + conv; }
+    void SetMembers(const std::string& key, ConversationType type, MemberList members);
+    void AddMember(const std::string& key, ConversationType type, const std::string& user);
+    void RemoveMember(const std::string& key, const std::string& user);
+
+    ConversationStore& store_;
+    std::mutex mu_;
+    uint64_t epoch_ = 0;  // bumped by every membership change; a load that raced one is not cached
+    std::unordered_map<std::string, Entry> cache_;
+};
+
+struct DeliveryStats {
+    uint64_t devices = 0;
+};
+
+// Fan-out: finds every connected device of the recipients and hands each gateway its batch.
+class PushService {
+public:
+    PushService(PresenceRegistry& presence, GatewayDirectory& gateways);
+    // Delivers to every device of `recipients` except the sending connection.
+    void Fanout(std::shared_ptr<const MessageRecord> message, MemberList recipients, std::string skip_gateway_id,
+                uint64_t skip_connection_id);
+
+private:
+    PresenceRegistry& presence_;
+    GatewayDirectory& gateways_;
+};
+
+struct SendCommand {
+    Principal sender;
+    std::string gateway_id;  // where the sending connection is, so it is skipped in fan-out
+    uint64_t connection_id = 0;
+    std::string conversation_id;
+    std::string client_msg_id;
+    std::string text;
+    MessageKind kind = MessageKind::kText;
+};
+
+struct SendReceipt {
+    std::string conversation_id;
+    std::string server_msg_id;
+    uint64_t seq = 0;
+    int64_t server_time_ms = 0;
+    bool duplicate = false;
+};
+
+// The send path: validate, resolve the conversation, append durably (idempotent, dense seq), then
+// answer the sender and fan out. The answer is never given before the message is durable.
+class MessageOrchestrator {
+public:
+    MessageOrchestrator(const Limits& limits, SessionService& sessions, MessageStore& messages, PushService& push,
+                        const Clock& clock, IdGenerator& ids);
+
+    void Send(SendCommand command, Callback<SendReceipt> done);
+    // Paged history for a member. limit 0 means the default.
+    void SyncMessages(const Principal& who, std::string conversation_id, uint64_t after_seq, uint32_t limit,
+                      Callback<MessagePage> done);
+
+private:
+    Limits limits_;
+    SessionService& sessions_;
+    MessageStore& messages_;
+    PushService& push_;
+    const Clock& clock_;
+    IdGenerator& ids_;
+};
+
+}  // namespace flare

@@ -1,0 +1,503 @@
+#include "gateway/ws_gateway.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/url/parse.hpp>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+namespace flare::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+websocket::close_code CloseCodeFor(const std::string& reason) {
+    if (reason == "shutdown") {
+        return websocket::close_code::going_away;
+    }
+    if (reason == "unauthenticated" || reason == "slow_consumer" || reason == "auth_timeout") {
+        return websocket::close_code::policy_error;
+    }
+    if (reason == "unavailable") {
+        return websocket::close_code::try_again_later;
+    }
+    return websocket::close_code::normal;
+}
+
+struct UpgradeParams {
+    std::string token;
+    std::string platform;
+    bool json = false;
+};
+
+UpgradeParams ParseUpgrade(const http::request<http::empty_body>& req) {
+    UpgradeParams p;
+    auto auth = req[http::field::authorization];
+    if (auth.starts_with("Bearer ")) {
+        p.token = std::string(auth.substr(7));
+    }
+    auto url = boost::urls::parse_origin_form(std::string_view(req.target().data(), req.target().size()));
+    if (url) {
+        for (auto param : url->params()) {
+            if (param.key == "token" && p.token.empty()) {
+                p.token = param.value;
+            } else if (param.key == "platform") {
+                p.platform = param.value;
+            } else if (param.key == "format") {
+                p.json = param.value == "json";
+            }
+        }
+    }
+    return p;
+}
+
+}  // namespace
+
+class WsConnection;
+
+struct WsGateway::Impl : std::enable_shared_from_this<WsGateway::Impl> {
+    Impl(asio::io_context& io, GatewayOptions opts, GatewayServices svc)
+        : io(io), options(std::move(opts)), services(svc), acceptor(io), retry_timer(io) {}
+
+    void Accept();
+    void Remove(uint64_t id) {
+        std::lock_guard lock(mu);
+        connections.erase(id);
+    }
+    std::shared_ptr<WsConnection> Find(uint64_t id) {
+        std::lock_guard lock(mu);
+        auto it = connections.find(id);
+        return it == connections.end() ? nullptr : it->second.lock();
+    }
+
+    asio::io_context& io;
+    GatewayOptions options;
+    GatewayServices services;
+    tcp::acceptor acceptor;
+    asio::steady_timer retry_timer;
+    std::atomic<uint64_t> next_id{1};
+    mutable std::mutex mu;
+    std::unordered_map<uint64_t, std::weak_ptr<WsConnection>> connections;
+    bool stopping = false;
+};
+
+class WsConnection final : public std::enable_shared_from_this<WsConnection>, public SessionHost {
+public:
+    WsConnection(tcp::socket socket, std::shared_ptr<WsGateway::Impl> gateway, uint64_t id)
+        : ws_(std::move(socket)), gateway_(std::move(gateway)), id_(id), idle_timer_(ws_.get_executor()) {}
+
+    void Run() {
+        asio::co_spawn(ws_.get_executor(), ReadLoop(shared_from_this()), [id = id_](std::exception_ptr e) {
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                    spdlog::error("gateway: connection {} ended with an exception: {}", id, ex.what());
+                }
+            }
+        });
+    }
+
+    template <typename Fn>
+    void Post(Fn fn) {
+        asio::post(ws_.get_executor(), std::move(fn));
+    }
+
+    bool text_mode() const { return text_mode_.load(std::memory_order_relaxed); }
+
+    // SessionHost (on the strand)
+    void Send(const pb::ServerFrame& frame) override {
+        const bool text = text_mode();
+        Enqueue(std::make_shared<const std::string>(EncodeServerFrame(frame, text)), text, false);
+    }
+
+    void Close(const std::string& reason, const std::string& message) override {
+        if (closing_ || closed_) {
+            return;
+        }
+        closing_ = true;
+        close_reason_ = reason;
+        if (reason == "slow_consumer") {
+            // Keep only the write in flight; the client re-syncs by seq after reconnecting.
+            while (queue_.size() > (writing_ ? 1u : 0u)) {
+                queued_bytes_ -= queue_.back().data->size();
+                queue_.pop_back();
+            }
+        }
+        pb::ServerFrame f;
+        f.mutable_goodbye()->set_reason(reason);
+        f.mutable_goodbye()->set_message(message);
+        const bool text = text_mode();
+        Enqueue(std::make_shared<const std::string>(EncodeServerFrame(f, text)), text, true);
+    }
+
+    void EnqueuePush(std::shared_ptr<const std::string> data, bool text) {
+        if (session_ && session_->authenticated()) {
+            Enqueue(std::move(data), text, false);
+        }
+    }
+
+private:
+    asio::awaitable<void> ReadLoop(std::shared_ptr<WsConnection> self) {
+        const GatewayOptions& opt = gateway_->options;
+        beast::flat_buffer buffer;
+        http::request_parser<http::empty_body> parser;
+        parser.header_limit(16 * 1024);
+        auto& tcp_stream = beast::get_lowest_layer(ws_);
+        tcp_stream.expires_after(std::chrono::milliseconds(opt.auth_timeout_ms));
+        auto [read_ec, read_n] = co_await http::async_read(tcp_stream, buffer, parser, kTuple);
+        if (read_ec) {
+            co_return Finish();
+        }
+        const auto& req = parser.get();
+        if (!websocket::is_upgrade(req)) {
+            co_await ServeHttp(req);
+            co_return Finish();
+        }
+        UpgradeParams params = ParseUpgrade(req);
+        text_mode_ = params.json;
+        tcp_stream.expires_never();
+        websocket::stream_base::timeout t{};
+        t.handshake_timeout = std::chrono::seconds(10);
+        t.idle_timeout = websocket::stream_base::none();
+        t.keep_alive_pings = false;
+        ws_.set_option(t);
+        ws_.set_option(websocket::stream_base::decorator(
+            [](websocket::response_type& res) { res.set(http::field::server, "flare-im-core"); }));
+        ws_.read_message_max(opt.hard_max_frame_bytes);
+        ws_.auto_fragment(false);
+        auto [accept_ec] = co_await ws_.async_accept(req, kTuple);
+        if (accept_ec) {
+            co_return Finish();
+        }
+        GatewayServices svc = gateway_->services;
+        session_ = std::make_shared<ClientSession>(
+            opt, svc, [weak = weak_from_this(), ex = ws_.get_executor()](std::function<void()> fn) {
+                asio::post(ex, std::move(fn));
+            },
+            this, id_, params.platform);
+        last_activity_ = std::chrono::steady_clock::now();
+        opened_ = last_activity_;
+        ArmIdle();
+        session_->Start(params.token);
+        for (;;) {
+            buffer.clear();
+            auto [ec, n] = co_await ws_.async_read(buffer, kTuple);
+            if (ec) {
+                if (ec == websocket::error::message_too_big) {
+                    spdlog::debug("gateway: connection {} sent a frame above the hard limit", id_);
+                }
+                break;
+            }
+            last_activity_ = std::chrono::steady_clock::now();
+            if (closing_) {
+                continue;
+            }
+            const bool text = ws_.got_text();
+            text_mode_ = text;
+            if (n > opt.max_frame_bytes) {
+                session_->OnBadFrame(MakeError(Errc::kInvalidArgument, "frame_too_large",
+                                               "frame is " + std::to_string(n) + " bytes; the limit is " +
+                                                   std::to_string(opt.max_frame_bytes)));
+                continue;
+            }
+            auto data = buffer.cdata();
+            auto frame = DecodeClientFrame(std::string_view(static_cast<const char*>(data.data()), data.size()), text);
+            if (!frame) {
+                session_->OnBadFrame(frame.error());
+            } else {
+                session_->OnFrame(std::move(frame.value()));
+            }
+        }
+        Finish();
+    }
+
+    asio::awaitable<void> ServeHttp(const http::request<http::empty_body>& req) {
+        http::response<http::string_body> res;
+        res.version(req.version());
+        res.keep_alive(false);
+        res.set(http::field::server, "flare-im-core");
+        res.set(http::field::content_type, "text/plain");
+        if (req.target() == "/healthz" || req.target() == "/readyz") {
+            res.result(http::status::ok);
+            res.body() = "ok\n";
+        } else {
+            res.result(http::status::upgrade_required);
+            res.body() = "Flare IM Core access gateway: connect with WebSocket (see docs/PROTOCOL.md)\n";
+        }
+        res.prepare_payload();
+        auto& s = beast::get_lowest_layer(ws_);
+        s.expires_after(std::chrono::seconds(5));
+        co_await http::async_write(s, res, kTuple);
+    }
+
+    void ArmIdle() {
+        const GatewayOptions& opt = gateway_->options;
+        const bool authed = session_ && session_->authenticated();
+        auto deadline = authed ? last_activity_ + std::chrono::milliseconds(opt.idle_timeout_ms)
+                               : opened_ + std::chrono::milliseconds(opt.auth_timeout_ms);
+        idle_timer_.expires_at(deadline);
+        idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->closed_ || self->closing_) {
+                return;
+            }
+            const GatewayOptions& opt = self->gateway_->options;
+            const auto now = std::chrono::steady_clock::now();
+            if (!self->session_->authenticated()) {
+                if (now - self->opened_ >= std::chrono::milliseconds(opt.auth_timeout_ms)) {
+                    return self->Close("auth_timeout", "no authentication within " +
+                                                           std::to_string(opt.auth_timeout_ms) + " ms");
+                }
+            } else if (now - self->last_activity_ >= std::chrono::milliseconds(opt.idle_timeout_ms)) {
+                return self->Close("idle_timeout",
+                                   "no frame for " + std::to_string(opt.idle_timeout_ms) + " ms; send pings");
+            }
+            self->ArmIdle();
+        });
+    }
+
+    void Enqueue(std::shared_ptr<const std::string> data, bool text, bool bypass_limits) {
+        if (closed_ || (closing_ && !bypass_limits)) {
+            return;
+        }
+        const GatewayOptions& opt = gateway_->options;
+        if (!bypass_limits &&
+            (queue_.size() >= opt.max_queued_frames || queued_bytes_ + data->size() > opt.max_queued_bytes)) {
+            spdlog::warn("gateway: connection {} ({}) is a slow consumer: {} frames queued; closing", id_,
+                         session_ ? session_->principal().user_id : "", queue_.size());
+            Close("slow_consumer", "the client reads too slowly; reconnect and sync");
+            return;
+        }
+        queued_bytes_ += data->size();
+        queue_.push_back(Outbound{std::move(data), text});
+        if (!writing_) {
+            DoWrite();
+        }
+    }
+
+    void DoWrite() {
+        if (queue_.empty()) {
+            writing_ = false;
+            if (closing_ && !close_sent_) {
+                DoClose();
+            }
+            return;
+        }
+        writing_ = true;
+        const Outbound& f = queue_.front();
+        ws_.text(f.text);
+        ws_.async_write(asio::buffer(*f.data), [self = shared_from_this()](beast::error_code ec, size_t) {
+            self->queued_bytes_ -= self->queue_.front().data->size();
+            self->queue_.pop_front();
+            if (ec) {
+                self->writing_ = false;
+                self->Abort();
+                return;
+            }
+            self->DoWrite();
+        });
+    }
+
+    void DoClose() {
+        close_sent_ = true;
+        ws_.async_close(websocket::close_reason(CloseCodeFor(close_reason_), close_reason_),
+                        [self = shared_from_this()](beast::error_code) { self->Abort(); });
+    }
+
+    void Abort() {
+        beast::error_code ignored;
+        beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+        beast::get_lowest_layer(ws_).socket().close(ignored);
+    }
+
+    void Finish() {
+        if (closed_) {
+            return;
+        }
+        closed_ = true;
+        idle_timer_.cancel();
+        if (session_) {
+            session_->OnClosed();
+        }
+        queue_.clear();
+        queued_bytes_ = 0;
+        Abort();
+        gateway_->Remove(id_);
+    }
+
+    struct Outbound {
+        std::shared_ptr<const std::string> data;
+        bool text;
+    };
+
+    websocket::stream<beast::tcp_stream> ws_;
+    std::shared_ptr<WsGateway::Impl> gateway_;
+    uint64_t id_;
+    asio::steady_timer idle_timer_;
+    std::shared_ptr<ClientSession> session_;
+    std::deque<Outbound> queue_;
+    uint64_t queued_bytes_ = 0;
+    std::atomic<bool> text_mode_{false};
+    bool writing_ = false, closing_ = false, close_sent_ = false, closed_ = false;
+    std::string close_reason_;
+    std::chrono::steady_clock::time_point last_activity_, opened_;
+};
+
+void WsGateway::Impl::Accept() {
+    acceptor.async_accept(asio::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
+        if (self->stopping) {
+            return;
+        }
+        if (ec) {
+            if (ec == asio::error::operation_aborted) {
+                return;
+            }
+            // EMFILE and friends: back off instead of spinning.
+            spdlog::warn("gateway: accept failed: {}; retrying in 100 ms", ec.message());
+            self->retry_timer.expires_after(std::chrono::milliseconds(100));
+            self->retry_timer.async_wait([self](beast::error_code e) {
+                if (!e) {
+                    self->Accept();
+                }
+            });
+            return;
+        }
+        beast::error_code ignored;
+        s.set_option(tcp::no_delay(true), ignored);
+        const uint64_t id = self->next_id.fetch_add(1);
+        auto conn = std::make_shared<WsConnection>(std::move(s), self, id);
+        {
+            std::lock_guard lock(self->mu);
+            self->connections.emplace(id, conn);
+        }
+        conn->Run();
+        self->Accept();
+    });
+}
+
+WsGateway::WsGateway(asio::io_context& io, GatewayOptions options, SessionService& sessions,
+                     MessageOrchestrator& orchestrator, PresenceRegistry& presence, const Clock& clock)
+    : impl_(std::make_shared<Impl>(io, std::move(options),
+                                   GatewayServices{sessions, orchestrator, presence, *this, clock})) {}
+
+WsGateway::~WsGateway() = default;
+
+Status WsGateway::Listen() {
+    const auto& opt = impl_->options;
+    beast::error_code ec;
+    auto address = asio::ip::make_address(opt.listen_address, ec);
+    if (ec) {
+        return MakeError(Errc::kInvalidArgument, "bad_listen_address",
+                         "gateway listen address '" + opt.listen_address + "' is not an IP address");
+    }
+    tcp::endpoint ep(address, opt.port);
+    auto& a = impl_->acceptor;
+    auto fail = [&](const char* what) {
+        return MakeError(Errc::kUnavailable, "listen_failed",
+                         std::string("cannot ") + what + " " + opt.listen_address + ":" + std::to_string(opt.port) +
+                             ": " + ec.message() +
+                             (ec == asio::error::address_in_use
+                                  ? " (another process holds the port: stop it or set PORT)"
+                                  : ""));
+    };
+    a.open(ep.protocol(), ec);
+    if (ec) {
+        return fail("open");
+    }
+    a.set_option(tcp::acceptor::reuse_address(true), ec);
+    a.bind(ep, ec);
+    if (ec) {
+        return fail("bind");
+    }
+    a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+        return fail("listen on");
+    }
+    return {};
+}
+
+uint16_t WsGateway::port() const {
+    beast::error_code ec;
+    auto ep = impl_->acceptor.local_endpoint(ec);
+    return ec ? 0 : ep.port();
+}
+
+void WsGateway::Start() { impl_->Accept(); }
+
+void WsGateway::Stop() {
+    asio::post(impl_->acceptor.get_executor(), [impl = impl_] {
+        impl->stopping = true;
+        beast::error_code ignored;
+        impl->acceptor.close(ignored);
+        impl->retry_timer.cancel();
+    });
+    std::vector<std::shared_ptr<WsConnection>> all;
+    {
+        std::lock_guard lock(impl_->mu);
+        for (auto& [id, weak] : impl_->connections) {
+            if (auto c = weak.lock()) {
+                all.push_back(std::move(c));
+            }
+        }
+    }
+    for (auto& c : all) {
+        c->Post([c] { c->Close("shutdown", "the server is shutting down; reconnect later"); });
+    }
+}
+
+size_t WsGateway::connection_count() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->connections.size();
+}
+
+void WsGateway::Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids) {
+    std::vector<std::shared_ptr<WsConnection>> targets;
+    targets.reserve(connection_ids.size());
+    {
+        std::lock_guard lock(impl_->mu);
+        for (uint64_t id : connection_ids) {
+            auto it = impl_->connections.find(id);
+            if (it != impl_->connections.end()) {
+                if (auto c = it->second.lock()) {
+                    targets.push_back(std::move(c));
+                }
+            }
+        }
+    }
+    if (targets.empty()) {
+        return;
+    }
+    pb::ServerFrame frame;
+    ToProto(message, frame.mutable_message()->mutable_message());
+    std::shared_ptr<const std::string> binary, json;
+    for (auto& c : targets) {
+        const bool text = c->text_mode();
+        auto& encoded = text ? json : binary;
+        if (!encoded) {
+            encoded = std::make_shared<const std::string>(EncodeServerFrame(frame, text));
+        }
+        c->Post([c, data = encoded, text]() mutable { c->EnqueuePush(std::move(data), text); });
+    }
+}
+
+void WsGateway::Disconnect(uint64_t connection_id, std::string reason, std::string message) {
+    if (auto c = impl_->Find(connection_id)) {
+        c->Post([c, reason = std::move(reason), message = std::move(message)] { c->Close(reason, message); });
+    }
+}
+
+}  // namespace flare::gateway
