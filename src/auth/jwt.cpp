@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <string_view>
 
 #include "domain/types.hpp"
 
@@ -40,7 +41,8 @@ Result<TokenClaims> VerifyToken(const std::string& token, const std::string& sec
         return Unauth("token_malformed", "token is not a well-formed JWT");
     }
     JwtPtr unverified(raw);
-    if (jwt_get_alg(unverified.get()) != JWT_ALG_HS256) {
+    const char* alg = jwt_get_header(unverified.get(), "alg");
+    if (alg == nullptr || std::string_view(alg) != "HS256") {
         return Unauth("token_bad_algorithm", "token must be signed with HS256");
     }
     raw = nullptr;

@@ -80,8 +80,9 @@ void SessionService::Resolve(std::string tenant_id, std::string user_id, std::st
         }
         epoch = epoch_;
     }
+    const std::string conv_id = ref.id;  // `ref` moves into the callback below
     store_.LoadConversation(
-        tenant_id, ref.id,
+        tenant_id, conv_id,
         [this, ref = std::move(ref), key = std::move(key), user_id = std::move(user_id), epoch,
          done = std::move(done)](Result<std::optional<ConversationInfo>> loaded) mutable {
             if (!loaded) {
