@@ -3,6 +3,7 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 CONFIG ?= config/flare.toml
+JOBS ?= 2
 
 .PHONY: all deps configure build run test clean
 
@@ -11,7 +12,7 @@ all: build
 deps:
 	@scripts/install_deps.sh
 
-$(BUILD_DIR)/build.ninja: | deps
+$(BUILD_DIR)/build.ninja: CMakeLists.txt | deps
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 
 configure: deps $(BUILD_DIR)/build.ninja
@@ -23,7 +24,7 @@ run: build
 	exec $(BUILD_DIR)/bin/flare serve embedded --config $(CONFIG)
 
 test: build
-	@cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600
+	@cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j $(JOBS)
 
 clean:
 	rm -rf $(BUILD_DIR)

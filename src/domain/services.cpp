@@ -22,17 +22,15 @@ Error NotMember(const std::string& conv) {
 
 SessionService::SessionService(ConversationStore& store) : store_(store) {}
 
-void SessionService::SetMembers(const std::string& key, ConversationType type, MemberList members) {
+void SessionService::AddMember(const std::string& key, const std::string& user) {
     std::lock_guard lock(mu_);
-    cache_.try_emplace(key, Entry{type, std::move(members)});
-}
-
-void SessionService::AddMember(const std::string& key, ConversationType type, const std::string& user) {
-    std::lock_guard lock(mu_);
-    ++epoch_;
     auto it = cache_.find(key);
     if (it == cache_.end()) {
         return;  // loaded on next use
+    }
+    if (it->second.loading) {
+        it->second.stale = true;
+        return;
     }
     if (Contains(*it->second.members, user)) {
         return;
@@ -40,13 +38,17 @@ void SessionService::AddMember(const std::string& key, ConversationType type, co
     auto copy = std::make_shared<std::vector<std::string>>(*it->second.members);
     copy->insert(std::lower_bound(copy->begin(), copy->end(), user), user);
     it->second.members = std::move(copy);
+    it->second.exists = true;
 }
 
 void SessionService::RemoveMember(const std::string& key, const std::string& user) {
     std::lock_guard lock(mu_);
-    ++epoch_;
     auto it = cache_.find(key);
     if (it == cache_.end()) {
+        return;
+    }
+    if (it->second.loading) {
+        it->second.stale = true;
         return;
     }
     auto copy = std::make_shared<std::vector<std::string>>(*it->second.members);
@@ -57,67 +59,105 @@ void SessionService::RemoveMember(const std::string& key, const std::string& use
     it->second.members = std::move(copy);
 }
 
+void SessionService::Answer(const Entry& e, const std::string& user, const Callback<Resolved>& done) {
+    if (!e.exists && e.ref.type != ConversationType::kDirect) {
+        return done(MakeError(Errc::kNotFound, "unknown_conversation",
+                              "conversation '" + e.ref.id + "' does not exist (join the room first)"));
+    }
+    if (!Contains(*e.members, user)) {
+        return done(NotMember(e.ref.id));
+    }
+    done(Resolved{e.ref, e.members, e.exists});
+}
+
 void SessionService::Resolve(std::string tenant_id, std::string user_id, std::string conversation_id,
                              Callback<Resolved> done) {
     auto parsed = ParseConversationId(conversation_id);
     if (!parsed) {
         return done(parsed.error());
     }
-    ConversationRef ref = std::move(parsed.value());
+    ConversationRef& ref = parsed.value();
     if (ref.type == ConversationType::kDirect && user_id != ref.a && user_id != ref.b) {
         return done(NotMember(ref.id));
     }
     std::string key = Key(tenant_id, ref.id);
-    uint64_t epoch;
     {
-        std::lock_guard lock(mu_);
-        auto it = cache_.find(key);
-        if (it != cache_.end()) {
-            if (!Contains(*it->second.members, user_id)) {
-                return done(NotMember(ref.id));
+        std::unique_lock lock(mu_);
+        auto [it, inserted] = cache_.try_emplace(key);
+        Entry& e = it->second;
+        if (!inserted) {
+            if (e.loading) {
+                e.waiters.push_back(Waiter{std::move(user_id), std::move(done)});
+                return;
             }
-            return done(Resolved{std::move(ref), it->second.members, true});
+            Entry snapshot{e.ref, e.members, e.exists, false, false, {}};
+            lock.unlock();
+            return Answer(snapshot, user_id, done);
         }
-        epoch = epoch_;
+        e.ref = ref;
+        e.waiters.push_back(Waiter{std::move(user_id), std::move(done)});
     }
-    const std::string conv_id = ref.id;  // `ref` moves into the callback below
-    store_.LoadConversation(
-        tenant_id, conv_id,
-        [this, ref = std::move(ref), key = std::move(key), user_id = std::move(user_id), epoch,
-         done = std::move(done)](Result<std::optional<ConversationInfo>> loaded) mutable {
-            if (!loaded) {
-                return done(loaded.error());
+    store_.LoadConversation(tenant_id, ref.id, [this, key](Result<std::optional<ConversationInfo>> loaded) mutable {
+        OnLoaded(key, std::move(loaded));
+    });
+}
+
+void SessionService::OnLoaded(const std::string& key, Result<std::optional<ConversationInfo>> loaded) {
+    std::unique_lock lock(mu_);
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+        return;
+    }
+    Entry& e = it->second;
+    if (!loaded) {
+        std::vector<Waiter> waiters = std::move(e.waiters);
+        cache_.erase(it);
+        lock.unlock();
+        for (auto& w : waiters) {
+            w.done(loaded.error());
+        }
+        return;
+    }
+    auto members = std::make_shared<std::vector<std::string>>();
+    if (loaded->has_value()) {
+        e.exists = true;
+        for (auto& m : (*loaded)->members) {
+            members->push_back(std::move(m.user_id));
+        }
+        std::sort(members->begin(), members->end());
+    } else if (e.ref.type == ConversationType::kDirect) {
+        *members = {e.ref.a, e.ref.b};  // comes into being with its first message
+    }
+    e.members = std::move(members);
+    // Serve the waiters in arrival order, including any that queue up while we serve.
+    for (;;) {
+        std::vector<Waiter> waiters = std::move(e.waiters);
+        e.waiters.clear();
+        if (waiters.empty()) {
+            // A room that does not exist is not remembered: unknown names must not fill the cache.
+            if (e.stale || (!e.exists && e.ref.type != ConversationType::kDirect)) {
+                cache_.erase(it);
+            } else {
+                e.loading = false;
             }
-            if (!loaded->has_value()) {
-                if (ref.type == ConversationType::kDirect) {
-                    auto members = std::make_shared<std::vector<std::string>>(std::vector{ref.a, ref.b});
-                    return done(Resolved{std::move(ref), std::move(members), false});
-                }
-                return done(MakeError(Errc::kNotFound, "unknown_conversation",
-                                      "conversation '" + ref.id + "' does not exist (join the room first)"));
-            }
-            auto members = std::make_shared<std::vector<std::string>>();
-            members->reserve((*loaded)->members.size());
-            for (auto& m : (*loaded)->members) {
-                members->push_back(std::move(m.user_id));
-            }
-            std::sort(members->begin(), members->end());
-            {
-                std::lock_guard lock(mu_);
-                if (epoch == epoch_) {  // no membership change raced with this load
-                    cache_.try_emplace(key, Entry{ref.type, members});
-                }
-            }
-            if (!Contains(*members, user_id)) {
-                return done(NotMember(ref.id));
-            }
-            done(Resolved{std::move(ref), std::move(members), true});
-        });
+            return;
+        }
+        Entry snapshot{e.ref, e.members, e.exists, false, false, {}};
+        lock.unlock();
+        for (auto& w : waiters) {
+            Answer(snapshot, w.user_id, w.done);
+        }
+        lock.lock();
+        it = cache_.find(key);  // still there: only this function erases a loading entry
+    }
 }
 
 void SessionService::MarkDirectCreated(const std::string& tenant_id, const ConversationRef& ref) {
-    auto members = std::make_shared<std::vector<std::string>>(std::vector{ref.a, ref.b});
-    SetMembers(Key(tenant_id, ref.id), ConversationType::kDirect, std::move(members));
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(Key(tenant_id, ref.id));
+    if (it != cache_.end() && !it->second.loading) {
+        it->second.exists = true;
+    }
 }
 
 void SessionService::JoinRoom(const Principal& who, std::string room, Callback<ConversationSummary> done) {
@@ -130,7 +170,7 @@ void SessionService::JoinRoom(const Principal& who, std::string room, Callback<C
                     [this, key = Key(who.tenant_id, conv), user = who.user_id,
                      done = std::move(done)](Result<ConversationSummary> r) mutable {
                         if (r) {
-                            AddMember(key, ConversationType::kRoom, user);
+                            AddMember(key, user);
                         }
                         done(std::move(r));
                     });

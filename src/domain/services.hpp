@@ -61,18 +61,28 @@ public:
     void Ack(const Principal& who, std::string conversation_id, uint64_t seq, Callback<uint64_t> done);
 
 private:
+    struct Waiter {
+        std::string user_id;
+        Callback<Resolved> done;
+    };
+    // A cached conversation. While `loading`, later Resolve calls queue up behind the load so that
+    // requests keep their order (a device's pipelined sends are stored in the order it sent them).
     struct Entry {
-        ConversationType type;
+        ConversationRef ref;
         MemberList members;
+        bool exists = false;
+        bool loading = true;
+        bool stale = false;  // membership changed while loading: drop the entry once the waiters are served
+        std::vector<Waiter> waiters;
     };
     static std::string Key(const std::string& tenant, const std::string& conv) { return tenant + '\x1f' + conv; }
-    void SetMembers(const std::string& key, ConversationType type, MemberList members);
-    void AddMember(const std::string& key, ConversationType type, const std::string& user);
+    static void Answer(const Entry& e, const std::string& user, const Callback<Resolved>& done);
+    void OnLoaded(const std::string& key, Result<std::optional<ConversationInfo>> loaded);
+    void AddMember(const std::string& key, const std::string& user);
     void RemoveMember(const std::string& key, const std::string& user);
 
     ConversationStore& store_;
     std::mutex mu_;
-    uint64_t epoch_ = 0;  // bumped by every membership change; a load that raced one is not cached
     std::unordered_map<std::string, Entry> cache_;
 };
 

@@ -248,8 +248,9 @@ private:
     void ArmIdle() {
         const GatewayOptions& opt = gateway_->options;
         const bool authed = session_ && session_->authenticated();
+        // Before authentication the earlier of both deadlines, so the idle check starts on time.
         auto deadline = authed ? last_activity_ + std::chrono::milliseconds(opt.idle_timeout_ms)
-                               : opened_ + std::chrono::milliseconds(opt.auth_timeout_ms);
+                               : opened_ + std::chrono::milliseconds(std::min(opt.auth_timeout_ms, opt.idle_timeout_ms));
         idle_timer_.expires_at(deadline);
         idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
             if (ec || self->closed_ || self->closing_) {
@@ -300,8 +301,13 @@ private:
         writing_ = true;
         const Outbound& f = queue_.front();
         ws_.text(f.text);
-        ws_.async_write(asio::buffer(*f.data), [self = shared_from_this()](beast::error_code ec, size_t) {
-            self->queued_bytes_ -= self->queue_.front().data->size();
+        // The completion owns the buffer too: Finish() may clear the queue while the write is in flight.
+        ws_.async_write(asio::buffer(*f.data), [self = shared_from_this(), data = f.data](beast::error_code ec,
+                                                                                         size_t) {
+            if (self->closed_) {
+                return;
+            }
+            self->queued_bytes_ -= data->size();
             self->queue_.pop_front();
             if (ec) {
                 self->writing_ = false;
