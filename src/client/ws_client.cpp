@@ -97,8 +97,13 @@ WsClient::WsClient() : impl_(std::make_shared<Impl>()) {
 
 WsClient::~WsClient() {
     Close();
+    // Cancel what is pending and let the handlers run out: they hold the Impl, and an io_context
+    // stopped with handlers queued would keep it (and them) alive forever.
+    asio::post(impl_->io, [impl = impl_.get()] {
+        beast::error_code ignored;
+        impl->ws.next_layer().close(ignored);
+    });
     impl_->work.reset();
-    impl_->io.stop();
     impl_->thread.join();
 }
 

@@ -15,7 +15,7 @@
 namespace flare::gateway {
 
 struct GatewayOptions {
-    std::string gateway_id = "gateway-1";
+    std::string gateway_id;  // empty: LoadConfig generates one
     std::string region;
     std::string listen_address = "0.0.0.0";
     uint16_t port = 60051;
