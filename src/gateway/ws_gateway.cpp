@@ -24,6 +24,7 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto kCloseGrace = std::chrono::seconds(5);
 
 websocket::close_code CloseCodeFor(const std::string& reason) {
     if (reason == "shutdown") {
@@ -138,6 +139,14 @@ public:
                 queue_.pop_back();
             }
         }
+        // A peer that does not read never lets the goodbye and the close handshake finish: give it a
+        // few seconds, then drop the socket.
+        idle_timer_.expires_after(kCloseGrace);
+        idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (!ec && !self->closed_) {
+                self->Abort();
+            }
+        });
         pb::ServerFrame f;
         f.mutable_goodbye()->set_reason(reason);
         f.mutable_goodbye()->set_message(message);
@@ -276,7 +285,8 @@ private:
             return;
         }
         const GatewayOptions& opt = gateway_->options;
-        if (!bypass_limits &&
+        // One frame is always accepted into an empty queue, however large (a big sync page).
+        if (!bypass_limits && !queue_.empty() &&
             (queue_.size() >= opt.max_queued_frames || queued_bytes_ + data->size() > opt.max_queued_bytes)) {
             spdlog::warn("gateway: connection {} ({}) is a slow consumer: {} frames queued; closing", id_,
                          session_ ? session_->principal().user_id : "", queue_.size());

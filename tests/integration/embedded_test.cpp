@@ -492,6 +492,132 @@ std::string HttpGet(uint16_t port, const std::string& target) {
     return out;
 }
 
+// A WebSocket client that completes the handshake and then stops reading (a stuck phone).
+int OpenStuckWebSocket(uint16_t port, const std::string& target) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    std::string req = "GET " + target +
+                      " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    (void)::write(fd, req.data(), req.size());
+    std::string head;
+    char c;
+    while (head.find("\r\n\r\n") == std::string::npos && ::read(fd, &c, 1) == 1) {
+        head.push_back(c);
+    }
+    return head.starts_with("HTTP/1.1 101") ? fd : -1;
+}
+
+// Reads unmasked server frames until a close frame or the end of the connection; returns the payloads
+// of the data frames.
+std::vector<std::string> DrainFrames(int fd) {
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string data;
+    std::vector<std::string> frames;
+    size_t pos = 0;
+    char buf[65536];
+    for (;;) {
+        // Parse what is complete.
+        for (;;) {
+            if (pos + 2 > data.size()) {
+                break;
+            }
+            const auto opcode = static_cast<unsigned char>(data[pos]) & 0x0F;
+            uint64_t len = static_cast<unsigned char>(data[pos + 1]) & 0x7F;
+            size_t hdr = 2;
+            if (len == 126) {
+                if (pos + 4 > data.size()) {
+                    break;
+                }
+                len = (uint64_t(uint8_t(data[pos + 2])) << 8) | uint8_t(data[pos + 3]);
+                hdr = 4;
+            } else if (len == 127) {
+                if (pos + 10 > data.size()) {
+                    break;
+                }
+                len = 0;
+                for (int i = 0; i < 8; ++i) {
+                    len = (len << 8) | uint8_t(data[pos + 2 + i]);
+                }
+                hdr = 10;
+            }
+            if (pos + hdr + len > data.size()) {
+                break;
+            }
+            if (opcode == 0x8) {
+                return frames;
+            }
+            if (opcode == 0x1 || opcode == 0x2) {
+                frames.push_back(data.substr(pos + hdr, len));
+            }
+            pos += hdr + len;
+        }
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) {
+            return frames;
+        }
+        data.append(buf, static_cast<size_t>(n));
+    }
+}
+
+TEST(Embedded, SlowConsumerIsClosedWithAReasonAndOthersKeepReceiving) {
+    TestServer server([](app::Config& c) {
+        // Bursts are at most one group commit (64 messages): a reading client stays far below the limits.
+        c.sqlite_max_batch = 64;
+        c.gateway.max_queued_frames = 512;
+        c.gateway.max_queued_bytes = 1024 * 1024;
+    });
+    auto sender = TestClient::Login(server.port(), "user1", "d");
+    ASSERT_TRUE(sender->Join("busy"));
+    auto healthy = TestClient::Login(server.port(), "user2", "d");
+    ASSERT_TRUE(healthy->Join("busy"));
+    {
+        auto join_stuck = TestClient::Login(server.port(), "user3", "d");
+        ASSERT_TRUE(join_stuck->Join("busy"));
+    }
+    int stuck = OpenStuckWebSocket(server.port(), "/?token=" + TokenFor("user3"));
+    ASSERT_GE(stuck, 0);
+    const std::string text(4000, 'z');
+    constexpr int kN = 2500;  // 10 MB: more than the kernel buffers and the 1 MiB queue hold
+    for (int i = 1; i <= kN; ++i) {
+        pb::ClientFrame f;
+        f.set_request_id("s" + std::to_string(i));
+        f.mutable_send()->set_conversation_id("room:busy");
+        f.mutable_send()->set_client_msg_id("c" + std::to_string(i));
+        f.mutable_send()->set_text(text);
+        sender->SendFrame(f);
+        if (i % 100 == 0) {  // keep the sender under its in-flight limit: wait for these 100 answers
+            for (int k = 0; k < 100; ++k) {
+                auto r = sender->NextPush(10s);
+                ASSERT_TRUE(r && r->has_send()) << (r ? r->DebugString() : "no answer");
+            }
+        }
+    }
+    auto msgs = healthy->Messages(kN, 30s);
+    ExpectDense(msgs, 1, kN);
+    auto frames = DrainFrames(stuck);
+    ::close(stuck);
+    ASSERT_FALSE(frames.empty());
+    auto last = gateway::DecodeServerFrame(frames.back(), false);
+    ASSERT_TRUE(last.ok());
+    ASSERT_TRUE(last->has_goodbye()) << last->DebugString();
+    EXPECT_EQ(last->goodbye().reason(), "slow_consumer");
+    EXPECT_LT(frames.size(), static_cast<size_t>(kN));  // it was cut off, not fed forever
+    // The stuck device reconnects and catches up exactly.
+    auto back = TestClient::Login(server.port(), "user3", "d2");
+    ExpectDense(back->SyncAll("room:busy", 0, 500), 1, kN);
+}
+
 TEST(Embedded, HealthEndpointAnswersPlainHttpOnTheGatewayPort) {
     TestServer server;
     auto health = HttpGet(server.port(), "/healthz");
