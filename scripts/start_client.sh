@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [[ $# -lt 1 ]]; then
-    echo "usage: scripts/start_client.sh USER [--room NAME | --to USER] [--history N] [--json]" >&2
+    echo "usage: scripts/start_client.sh USER [--room NAME | --to USER] [--device ID] [--history N] [--linger S] [--json] [--quiet]" >&2
     exit 2
 fi
 if [[ ! -x "$root/build/bin/chatroom_client" ]]; then

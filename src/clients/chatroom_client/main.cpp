@@ -39,7 +39,9 @@ constexpr const char* kUsage = R"(usage: chatroom_client USER [--room NAME | --t
 environment: NEGOTIATION_HOST (default localhost:60051), TOKEN (use this token), TOKEN_SECRET
 (default insecure-secret) and TENANT_ID (default default) to mint one.
 Lines read from stdin are sent; at the end of input the client waits until every line is
-acknowledged and exits 0 (1 if a send failed).
+acknowledged and exits 0 (1 if a send failed, or if no gateway could be reached for 30 s after
+the end of input). Messages of the user's other conversations are shown with the conversation
+id after the time, e.g. "[12:00:01] [room:lobby] user2: hi".
 )";
 
 struct Event {
@@ -283,7 +285,7 @@ private:
             cursor_ = last > static_cast<uint64_t>(o_.history) ? last - o_.history : 0;
             acked_ = *cursor_;
             Status(std::string(o_.to.empty() ? "joined room " + o_.room : "talking with " + o_.to) + " (" +
-                   std::to_string(last) + " messages so far)");
+                   std::to_string(last) + (last == 1 ? " message" : " messages") + " so far)");
         }
         RequestMessages();
     }
@@ -450,6 +452,7 @@ private:
 
 int main(int argc, char** argv) {
     Options o;
+    bool room_given = false;
     std::vector<std::string> args(argv + 1, argv + argc);
     auto fail = [](const std::string& why) {
         std::cerr << "chatroom_client: " << why << "\n\n" << kUsage;
@@ -477,6 +480,7 @@ int main(int argc, char** argv) {
             }
             if (a == "--room") {
                 o.room = *v;
+                room_given = true;
             } else if (a == "--to") {
                 o.to = *v;
             } else if (a == "--device") {
@@ -502,6 +506,9 @@ int main(int argc, char** argv) {
     }
     if (!flare::IsValidName(o.user) || (!o.to.empty() && !flare::IsValidName(o.to)) || !flare::IsValidName(o.room)) {
         return fail("user and room names are 1..64 characters of A-Z a-z 0-9 _ . @ -");
+    }
+    if (room_given && !o.to.empty()) {
+        return fail("--room and --to exclude each other: a room, or one-to-one with a user");
     }
     if (!o.to.empty() && o.to == o.user) {
         return fail("--to must name another user");
