@@ -115,7 +115,7 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
         if (auto* t = r.Section("gateway", {"id", "region", "listen_address", "port", "max_frame_bytes",
                                             "hard_max_frame_bytes", "heartbeat_interval_ms", "idle_timeout_ms",
                                             "auth_timeout_ms", "max_inflight_requests", "max_queued_frames",
-                                            "max_queued_bytes"})) {
+                                            "max_queued_bytes", "write_stall_timeout_ms"})) {
             r.Str(t, "id", g.gateway_id);
             r.Str(t, "region", g.region);
             r.Str(t, "listen_address", g.listen_address);
@@ -128,6 +128,7 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
             r.Num(t, "max_inflight_requests", g.max_inflight_requests, 1, 100'000);
             r.Num(t, "max_queued_frames", g.max_queued_frames, 16, 10'000'000);
             r.Num(t, "max_queued_bytes", g.max_queued_bytes, 4096, int64_t{1} << 34);
+            r.Num(t, "write_stall_timeout_ms", g.write_stall_timeout_ms, 100, 600'000);
         }
         if (auto* t = r.Section("auth", {"token_secret", "default_tenant", "allow_insecure_secret"})) {
             r.Str(t, "token_secret", g.token_secret);
@@ -145,6 +146,14 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
             r.Str(t, "database_url", c.database_url);
             r.Str(t, "synchronous", c.sqlite_synchronous);
             r.Num(t, "max_batch", c.sqlite_max_batch, 1, 100'000);
+        }
+        if (auto* t = r.Section("core_gateway", {"enabled", "listen_address", "grpc_port", "http_port",
+                                                 "business_secret"})) {
+            r.Bool(t, "enabled", c.core_gateway.enabled);
+            r.Str(t, "listen_address", c.core_gateway.listen_address);
+            r.Num(t, "grpc_port", c.core_gateway.grpc_port, 0, 65535);
+            r.Num(t, "http_port", c.core_gateway.http_port, 0, 65535);
+            r.Str(t, "business_secret", c.core_gateway.business_secret);
         }
         if (auto* t = r.Section("runtime", {"io_threads", "log_level"})) {
             r.Num(t, "io_threads", c.io_threads, 0, 256);
@@ -180,11 +189,23 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
     if (auto* v = get("LOG_LEVEL")) {
         c.log_level = *v;
     }
+    if (auto* v = get("CORE_GATEWAY_GRPC_PORT")) {
+        c.core_gateway.grpc_port = static_cast<uint16_t>(ParseEnvInt("CORE_GATEWAY_GRPC_PORT", *v, 0, 65535));
+    }
+    if (auto* v = get("CORE_GATEWAY_HTTP_PORT")) {
+        c.core_gateway.http_port = static_cast<uint16_t>(ParseEnvInt("CORE_GATEWAY_HTTP_PORT", *v, 0, 65535));
+    }
+    if (auto* v = get("BUSINESS_SECRET")) {
+        c.core_gateway.business_secret = *v;
+    }
     if (auto* v = get("IO_THREADS")) {
         c.io_threads = static_cast<uint32_t>(ParseEnvInt("IO_THREADS", *v, 0, 256));
     }
     if (c.gateway.token_secret.empty()) {
         Fail("configuration", "auth.token_secret (TOKEN_SECRET) must not be empty");
+    }
+    if (c.core_gateway.business_secret.empty()) {
+        c.core_gateway.business_secret = c.gateway.token_secret;
     }
     if (c.gateway.gateway_id.empty()) {
         c.gateway.gateway_id = "gateway-" + RandomHexId(4);
@@ -211,7 +232,8 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
 std::map<std::string, std::string> ReadEnvironment() {
     std::map<std::string, std::string> env;
     for (const char* name : {"PORT", "GATEWAY_ID", "GATEWAY_REGION", "LISTEN_ADDRESS", "DATABASE_URL", "TOKEN_SECRET",
-                             "DEFAULT_TENANT", "LOG_LEVEL", "IO_THREADS"}) {
+                             "DEFAULT_TENANT", "LOG_LEVEL", "IO_THREADS", "CORE_GATEWAY_GRPC_PORT",
+                             "CORE_GATEWAY_HTTP_PORT", "BUSINESS_SECRET"}) {
         if (const char* v = std::getenv(name)) {
             env[name] = v;
         }

@@ -10,8 +10,17 @@
 
 namespace flare::app {
 
+struct CoreGatewayOptions {
+    bool enabled = true;
+    std::string listen_address = "0.0.0.0";
+    uint16_t grpc_port = 50050;
+    uint16_t http_port = 50052;
+    std::string business_secret;  // empty: the token secret
+};
+
 struct Config {
     gateway::GatewayOptions gateway;
+    CoreGatewayOptions core_gateway;
     Limits limits;
     std::string database_url = "sqlite://data/flare.db";
     std::string sqlite_synchronous = "full";

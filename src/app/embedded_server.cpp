@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <stdexcept>
@@ -9,6 +11,7 @@
 
 #include "adapters/memory/memory_presence.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
+#include "core_gateway/servers.hpp"
 #include "gateway/ws_gateway.hpp"
 
 namespace flare::app {
@@ -40,7 +43,11 @@ struct EmbeddedServer::Impl {
           push(presence, gateways),
           orchestrator(config.limits, sessions, *store, push, clock, ids),
           work(io.get_executor()),
-          gateway(io, config.gateway, sessions, orchestrator, presence, clock) {}
+          gateway(io, config.gateway, sessions, orchestrator, presence, clock),
+          business(core_gateway::BusinessApiOptions{config.core_gateway.business_secret, config.gateway.default_tenant},
+                   config.limits, orchestrator, push, presence, clock, ids),
+          grpc(business),
+          http(io, business) {}
 
     Config config;
     SystemClock clock;
@@ -54,6 +61,9 @@ struct EmbeddedServer::Impl {
     boost::asio::io_context io;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
     gateway::WsGateway gateway;
+    core_gateway::BusinessApi business;
+    core_gateway::GrpcServer grpc;
+    core_gateway::HttpApiServer http;
     std::vector<std::thread> threads;
     bool started = false, stopped = false;
 };
@@ -65,16 +75,36 @@ EmbeddedServer::~EmbeddedServer() { Stop(); }
 const Config& EmbeddedServer::config() const { return impl_->config; }
 
 uint16_t EmbeddedServer::gateway_port() const { return impl_->gateway.port(); }
+uint16_t EmbeddedServer::grpc_port() const { return impl_->config.core_gateway.enabled ? impl_->grpc.port() : 0; }
+uint16_t EmbeddedServer::http_port() const { return impl_->config.core_gateway.enabled ? impl_->http.port() : 0; }
 
 void EmbeddedServer::Start() {
     Impl& s = *impl_;
     if (s.started) {
         return;
     }
+    // libprotobuf logs every invalid UTF-8 string it meets; clients can send those at will, and they
+    // already get an error frame: keep them out of the server log unless debugging.
+    google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char* file, int line,
+                                       const std::string& message) {
+        spdlog::debug("protobuf {}:{}: {}", file, line, message);
+    });
     s.store->Start();
     if (auto st = s.gateway.Listen(); !st) {
         s.store->Stop();
         throw std::runtime_error(st.error().message);
+    }
+    if (s.config.core_gateway.enabled) {
+        const auto& cg = s.config.core_gateway;
+        if (auto st = s.http.Listen(cg.listen_address, cg.http_port); !st) {
+            s.store->Stop();
+            throw std::runtime_error(st.error().message + " (core_gateway.http_port)");
+        }
+        if (auto st = s.grpc.Start(cg.listen_address, cg.grpc_port); !st) {
+            s.store->Stop();
+            throw std::runtime_error(st.error().message);
+        }
+        s.http.Start();
     }
     s.gateways.Register(s.config.gateway.gateway_id, s.config.gateway.region, &s.gateway);
     s.gateway.Start();
@@ -100,6 +130,8 @@ void EmbeddedServer::Stop() {
         return;
     }
     s.stopped = true;
+    s.grpc.Stop();
+    s.http.Stop();
     s.gateway.Stop();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
     while (s.gateway.connection_count() > 0 && std::chrono::steady_clock::now() < deadline) {

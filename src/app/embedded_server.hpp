@@ -21,6 +21,8 @@ public:
     void Stop();
 
     uint16_t gateway_port() const;
+    uint16_t grpc_port() const;  // 0 when the core gateway is disabled
+    uint16_t http_port() const;
     const Config& config() const;
 
     struct Impl;

@@ -21,6 +21,13 @@ Error Unauth(std::string reason, std::string message) {
     return MakeError(Errc::kUnauthenticated, std::move(reason), std::move(message));
 }
 
+bool HasClaim(jwt_t* j, const char* name) {
+    char* json = jwt_get_grants_json(j, name);
+    const bool present = json != nullptr;
+    std::free(json);
+    return present;
+}
+
 std::string Grant(jwt_t* j, const char* name) {
     const char* v = jwt_get_grant(j, name);
     return v ? std::string(v) : std::string();
@@ -35,6 +42,9 @@ Result<TokenClaims> VerifyToken(const std::string& token, const std::string& sec
     }
     if (token.size() > 8192) {
         return Unauth("token_malformed", "token is longer than 8192 bytes");
+    }
+    if (token.find('\0') != std::string::npos) {
+        return Unauth("token_malformed", "token contains a NUL byte");
     }
     jwt_t* raw = nullptr;
     if (jwt_decode(&raw, token.c_str(), nullptr, 0) != 0 || raw == nullptr) {
@@ -55,8 +65,8 @@ Result<TokenClaims> VerifyToken(const std::string& token, const std::string& sec
     TokenClaims c;
     errno = 0;
     c.expires_at = jwt_get_grant_int(jwt.get(), "exp");
-    if (errno != 0) {
-        return Unauth("token_missing_exp", "token has no numeric 'exp' claim");
+    if (errno != 0 || c.expires_at <= 0) {
+        return Unauth("token_missing_exp", "token has no 'exp' claim with a positive whole number of seconds");
     }
     if (c.expires_at <= now_s) {
         return Unauth("token_expired", "token expired at " + std::to_string(c.expires_at) + " (now " +
@@ -67,6 +77,9 @@ Result<TokenClaims> VerifyToken(const std::string& token, const std::string& sec
         return Unauth("token_bad_subject", "token 'sub' must be a user id of 1..64 characters of A-Z a-z 0-9 _ . @ -");
     }
     c.tenant_id = Grant(jwt.get(), "tenant_id");
+    if (jwt_get_grant(jwt.get(), "tenant_id") == nullptr && HasClaim(jwt.get(), "tenant_id")) {
+        return Unauth("token_bad_tenant", "token 'tenant_id' must be a string");
+    }
     if (c.tenant_id.empty()) {
         c.tenant_id = default_tenant;
     }
@@ -75,6 +88,12 @@ Result<TokenClaims> VerifyToken(const std::string& token, const std::string& sec
     }
     c.device_id = Grant(jwt.get(), "device_id");
     c.role = Grant(jwt.get(), "role");
+    auto not_string = [&](const char* name) {
+        return jwt_get_grant(jwt.get(), name) == nullptr && HasClaim(jwt.get(), name);
+    };
+    if (not_string("device_id") || not_string("role")) {
+        return Unauth("token_malformed", "token 'device_id' and 'role' must be strings");
+    }
     return c;
 }
 
@@ -86,7 +105,9 @@ std::string MintToken(const std::string& secret, const std::string& subject, con
     }
     JwtPtr jwt(raw);
     jwt_add_grant(jwt.get(), "sub", subject.c_str());
-    jwt_add_grant(jwt.get(), "tenant_id", tenant_id.c_str());
+    if (!tenant_id.empty()) {
+        jwt_add_grant(jwt.get(), "tenant_id", tenant_id.c_str());
+    }
     if (!device_id.empty()) {
         jwt_add_grant(jwt.get(), "device_id", device_id.c_str());
     }

@@ -22,6 +22,8 @@ struct TokenClaims {
 Result<TokenClaims> VerifyToken(const std::string& token, const std::string& secret, int64_t now_s,
                                 const std::string& default_tenant);
 
+inline constexpr const char* kBusinessRole = "business";
+
 // Mints an HS256 token (used by clients and tests).
 std::string MintToken(const std::string& secret, const std::string& subject, const std::string& tenant_id,
                       int64_t expires_at, const std::string& device_id = "", const std::string& role = "");

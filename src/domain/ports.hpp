@@ -114,6 +114,8 @@ public:
     // Every connected device of the given users.
     virtual void Lookup(std::string tenant_id, std::shared_ptr<const std::vector<std::string>> user_ids,
                         Callback<std::vector<DeviceSession>> done) = 0;
+    // Every connected device of the tenant (for broadcasts).
+    virtual void ListTenant(std::string tenant_id, Callback<std::vector<DeviceSession>> done) = 0;
 };
 
 // A gateway's delivery side: it writes pushes to its own connections.

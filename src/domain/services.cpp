@@ -20,7 +20,26 @@ Error NotMember(const std::string& conv) {
 
 // ------------------------------------------------------------------------------------------ session
 
-SessionService::SessionService(ConversationStore& store) : store_(store) {}
+SessionService::SessionService(ConversationStore& store, size_t max_cached)
+    : store_(store), max_cached_(std::max<size_t>(max_cached, 16)) {}
+
+size_t SessionService::cached_conversations() {
+    std::lock_guard lock(mu_);
+    return cache_.size();
+}
+
+void SessionService::EvictLocked() {
+    // Drops about an eighth of the idle entries. Entries being loaded stay: requests wait on them.
+    size_t to_drop = max_cached_ / 8 + 1;
+    for (auto it = cache_.begin(); it != cache_.end() && to_drop > 0;) {
+        if (it->second.loading) {
+            ++it;
+        } else {
+            it = cache_.erase(it);
+            --to_drop;
+        }
+    }
+}
 
 void SessionService::AddMember(const std::string& key, const std::string& user) {
     std::lock_guard lock(mu_);
@@ -60,11 +79,11 @@ void SessionService::RemoveMember(const std::string& key, const std::string& use
 }
 
 void SessionService::Answer(const Entry& e, const std::string& user, const Callback<Resolved>& done) {
-    if (!e.exists && e.ref.type != ConversationType::kDirect) {
+    if (!e.exists && e.ref.type == ConversationType::kRoom) {
         return done(MakeError(Errc::kNotFound, "unknown_conversation",
                               "conversation '" + e.ref.id + "' does not exist (join the room first)"));
     }
-    if (!Contains(*e.members, user)) {
+    if (!user.empty() && !Contains(*e.members, user)) {
         return done(NotMember(e.ref.id));
     }
     done(Resolved{e.ref, e.members, e.exists});
@@ -77,12 +96,16 @@ void SessionService::Resolve(std::string tenant_id, std::string user_id, std::st
         return done(parsed.error());
     }
     ConversationRef& ref = parsed.value();
-    if (ref.type == ConversationType::kDirect && user_id != ref.a && user_id != ref.b) {
+    if (!user_id.empty() && ((ref.type == ConversationType::kDirect && user_id != ref.a && user_id != ref.b) ||
+                             (ref.type == ConversationType::kSystem && user_id != ref.name))) {
         return done(NotMember(ref.id));
     }
     std::string key = Key(tenant_id, ref.id);
     {
         std::unique_lock lock(mu_);
+        if (cache_.size() >= max_cached_ && !cache_.contains(key)) {
+            EvictLocked();
+        }
         auto [it, inserted] = cache_.try_emplace(key);
         Entry& e = it->second;
         if (!inserted) {
@@ -127,6 +150,8 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
         std::sort(members->begin(), members->end());
     } else if (e.ref.type == ConversationType::kDirect) {
         *members = {e.ref.a, e.ref.b};  // comes into being with its first message
+    } else if (e.ref.type == ConversationType::kSystem) {
+        *members = {e.ref.name};
     }
     e.members = std::move(members);
     // Serve the waiters in arrival order, including any that queue up while we serve.
@@ -135,7 +160,7 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
         e.waiters.clear();
         if (waiters.empty()) {
             // A room that does not exist is not remembered: unknown names must not fill the cache.
-            if (e.stale || (!e.exists && e.ref.type != ConversationType::kDirect)) {
+            if (e.stale || (!e.exists && e.ref.type == ConversationType::kRoom)) {
                 cache_.erase(it);
             } else {
                 e.loading = false;
@@ -239,34 +264,77 @@ PushService::PushService(PresenceRegistry& presence, GatewayDirectory& gateways)
     : presence_(presence), gateways_(gateways) {}
 
 void PushService::Fanout(std::shared_ptr<const MessageRecord> message, MemberList recipients,
-                         std::string skip_gateway_id, uint64_t skip_connection_id) {
+                         std::string skip_gateway_id, uint64_t skip_connection_id,
+                         std::function<void(DeliveryStats)> done) {
     const std::string tenant = message->tenant_id;
     presence_.Lookup(tenant, std::move(recipients),
                      [this, message = std::move(message), skip_gateway_id = std::move(skip_gateway_id),
-                      skip_connection_id](Result<std::vector<DeviceSession>> devices) {
-                         if (!devices) {
-                             return;  // recipients catch up by seq on their next sync
+                      skip_connection_id, done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
+                         DeliveryStats stats;
+                         if (devices) {  // on failure recipients catch up by seq on their next sync
+                             stats = DeliverTo(*message, *devices, skip_gateway_id, skip_connection_id);
                          }
-                         // Most deployments have few gateways: a small vector beats a map here.
-                         std::vector<std::pair<std::string, std::vector<uint64_t>>> by_gateway;
-                         for (const auto& d : *devices) {
-                             if (d.connection_id == skip_connection_id && d.gateway_id == skip_gateway_id) {
-                                 continue;
-                             }
-                             auto it = std::find_if(by_gateway.begin(), by_gateway.end(),
-                                                    [&](const auto& g) { return g.first == d.gateway_id; });
-                             if (it == by_gateway.end()) {
-                                 by_gateway.emplace_back(d.gateway_id, std::vector<uint64_t>{});
-                                 it = std::prev(by_gateway.end());
-                             }
-                             it->second.push_back(d.connection_id);
-                         }
-                         for (const auto& [gateway_id, connections] : by_gateway) {
-                             if (DeliverySink* sink = gateways_.Find(gateway_id)) {
-                                 sink->Deliver(*message, connections);
-                             }
+                         if (done) {
+                             done(stats);
                          }
                      });
+}
+
+void PushService::Broadcast(std::shared_ptr<const MessageRecord> message, std::function<void(DeliveryStats)> done) {
+    const std::string tenant = message->tenant_id;
+    presence_.ListTenant(tenant, [this, message = std::move(message),
+                                  done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
+        DeliveryStats stats;
+        if (devices) {
+            stats = DeliverTo(*message, *devices, "", 0);
+        }
+        done(stats);
+    });
+}
+
+DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::vector<DeviceSession>& devices,
+                                     const std::string& skip_gateway_id, uint64_t skip_connection_id) {
+    DeliveryStats stats;
+    // Most deployments have few gateways: a small vector beats a map here.
+    std::vector<std::pair<std::string, std::vector<uint64_t>>> by_gateway;
+    std::vector<std::string_view> users;
+    for (const auto& d : devices) {
+        if (d.connection_id == skip_connection_id && d.gateway_id == skip_gateway_id) {
+            continue;
+        }
+        auto it = std::find_if(by_gateway.begin(), by_gateway.end(),
+                               [&](const auto& g) { return g.first == d.gateway_id; });
+        if (it == by_gateway.end()) {
+            by_gateway.emplace_back(d.gateway_id, std::vector<uint64_t>{});
+            it = std::prev(by_gateway.end());
+        }
+        it->second.push_back(d.connection_id);
+        users.push_back(d.user_id);
+    }
+    for (const auto& [gateway_id, connections] : by_gateway) {
+        if (DeliverySink* sink = gateways_.Find(gateway_id)) {
+            sink->Deliver(message, connections);
+            stats.devices += connections.size();
+        }
+    }
+    std::sort(users.begin(), users.end());
+    stats.users = static_cast<uint64_t>(std::unique(users.begin(), users.end()) - users.begin());
+    return stats;
+}
+
+uint32_t PushService::Kick(const std::vector<DeviceSession>& devices, const std::string& device_id,
+                           const std::string& reason) {
+    uint32_t kicked = 0;
+    for (const auto& d : devices) {
+        if (!device_id.empty() && d.device_id != device_id) {
+            continue;
+        }
+        if (DeliverySink* sink = gateways_.Find(d.gateway_id)) {
+            sink->Disconnect(d.connection_id, "kicked", reason.empty() ? "disconnected by the operator" : reason);
+            ++kicked;
+        }
+    }
+    return kicked;
 }
 
 // ------------------------------------------------------------------------------------- orchestrator
@@ -275,7 +343,8 @@ MessageOrchestrator::MessageOrchestrator(const Limits& limits, SessionService& s
                                          PushService& push, const Clock& clock, IdGenerator& ids)
     : limits_(limits), sessions_(sessions), messages_(messages), push_(push), clock_(clock), ids_(ids) {}
 
-void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done) {
+void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
+                               std::function<void(DeliveryStats)> on_delivered) {
     if (command.client_msg_id.empty()) {
         return done(MakeError(Errc::kInvalidArgument, "missing_client_msg_id",
                               "client_msg_id is required: it makes a retry safe"));
@@ -293,12 +362,18 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done) 
                               "text is " + std::to_string(command.text.size()) + " bytes; the limit is " +
                                   std::to_string(limits_.max_text_bytes)));
     }
-    const std::string tenant = command.sender.tenant_id, user = command.sender.user_id, conv = command.conversation_id;
+    const std::string tenant = command.sender.tenant_id, conv = command.conversation_id;
+    // The system (a business caller) may write anywhere; users only where they are members.
+    const std::string user = command.check_membership ? command.sender.user_id : std::string();
     sessions_.Resolve(tenant, user, conv,
-                      [this, command = std::move(command),
-                       done = std::move(done)](Result<SessionService::Resolved> resolved) mutable {
+                      [this, command = std::move(command), done = std::move(done),
+                       on_delivered = std::move(on_delivered)](Result<SessionService::Resolved> resolved) mutable {
                           if (!resolved) {
                               return done(resolved.error());
+                          }
+                          if (resolved->ref.type == ConversationType::kSystem && command.kind != MessageKind::kSystem) {
+                              return done(MakeError(Errc::kPermissionDenied, "read_only_conversation",
+                                                    "'" + resolved->ref.id + "' receives system messages only"));
                           }
                           AppendRequest req;
                           MessageRecord& m = req.message;
@@ -318,24 +393,41 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done) 
                           messages_.Append(
                               std::move(req),
                               [this, resolved = std::move(resolved.value()), gateway = std::move(command.gateway_id),
-                               connection = command.connection_id,
-                               done = std::move(done)](Result<AppendResult> appended) mutable {
+                               connection = command.connection_id, done = std::move(done),
+                               on_delivered = std::move(on_delivered)](Result<AppendResult> appended) mutable {
                                   if (!appended) {
                                       return done(appended.error());
                                   }
                                   const MessageRecord& m = appended->message;
-                                  done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms,
-                                                   appended->duplicate});
+                                  SendReceipt receipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms,
+                                                      appended->duplicate};
                                   if (appended->duplicate) {
-                                      return;
+                                      return done(std::move(receipt));
                                   }
                                   if (!resolved.exists) {
                                       sessions_.MarkDirectCreated(m.tenant_id, resolved.ref);
                                   }
+                                  if (!on_delivered) {
+                                      done(std::move(receipt));
+                                      push_.Fanout(std::make_shared<const MessageRecord>(std::move(appended->message)),
+                                                   std::move(resolved.members), std::move(gateway), connection);
+                                      return;
+                                  }
                                   push_.Fanout(std::make_shared<const MessageRecord>(std::move(appended->message)),
-                                               std::move(resolved.members), std::move(gateway), connection);
+                                               std::move(resolved.members), std::move(gateway), connection,
+                                               [receipt = std::move(receipt), done = std::move(done),
+                                                on_delivered = std::move(on_delivered)](DeliveryStats stats) mutable {
+                                                   on_delivered(stats);
+                                                   done(std::move(receipt));
+                                               });
                               });
                       });
+}
+
+void MessageOrchestrator::ReadHistory(std::string tenant_id, std::string conversation_id, uint64_t after_seq,
+                                      uint32_t limit, Callback<MessagePage> done) {
+    Principal system{std::move(tenant_id), "", ""};
+    SyncMessages(system, std::move(conversation_id), after_seq, limit, std::move(done));
 }
 
 void MessageOrchestrator::SyncMessages(const Principal& who, std::string conversation_id, uint64_t after_seq,

@@ -39,7 +39,9 @@ struct ConversationStateView {
 // Thread-safe.
 class SessionService {
 public:
-    explicit SessionService(ConversationStore& store);
+    // At most `max_cached` conversations are kept in memory; beyond that idle entries are dropped
+    // (and loaded again on use).
+    explicit SessionService(ConversationStore& store, size_t max_cached = 100'000);
 
     struct Resolved {
         ConversationRef ref;
@@ -47,7 +49,8 @@ public:
         bool exists = false;  // false: a direct conversation not created yet
     };
 
-    // Checks that `user` may use the conversation. Errors: kInvalidArgument "bad_conversation_id",
+    // Checks that `user` may use the conversation (an empty user: the system, which may use any).
+    // Errors: kInvalidArgument "bad_conversation_id",
     // kNotFound "unknown_conversation", kPermissionDenied "not_member".
     void Resolve(std::string tenant_id, std::string user_id, std::string conversation_id, Callback<Resolved> done);
     // After the first message of a direct conversation is stored.
@@ -59,6 +62,8 @@ public:
     void SyncConversations(const Principal& who, std::map<std::string, uint64_t> known, bool include_all,
                            Callback<std::vector<ConversationStateView>> done);
     void Ack(const Principal& who, std::string conversation_id, uint64_t seq, Callback<uint64_t> done);
+
+    size_t cached_conversations();
 
 private:
     struct Waiter {
@@ -81,24 +86,36 @@ private:
     void AddMember(const std::string& key, const std::string& user);
     void RemoveMember(const std::string& key, const std::string& user);
 
+    void EvictLocked();
+
     ConversationStore& store_;
+    size_t max_cached_;
     std::mutex mu_;
     std::unordered_map<std::string, Entry> cache_;
 };
 
 struct DeliveryStats {
-    uint64_t devices = 0;
+    uint64_t devices = 0;  // connections the message was handed to
+    uint64_t users = 0;    // distinct users among them
 };
 
 // Fan-out: finds every connected device of the recipients and hands each gateway its batch.
 class PushService {
 public:
     PushService(PresenceRegistry& presence, GatewayDirectory& gateways);
-    // Delivers to every device of `recipients` except the sending connection.
+    // Delivers to every device of `recipients` except the sending connection; `done` (optional) gets
+    // what was delivered.
     void Fanout(std::shared_ptr<const MessageRecord> message, MemberList recipients, std::string skip_gateway_id,
-                uint64_t skip_connection_id);
+                uint64_t skip_connection_id, std::function<void(DeliveryStats)> done = {});
+    // Live only: every connected device of the message's tenant.
+    void Broadcast(std::shared_ptr<const MessageRecord> message, std::function<void(DeliveryStats)> done);
+    // Closes the listed devices (all of them, or only `device_id`) with a "kicked" goodbye.
+    uint32_t Kick(const std::vector<DeviceSession>& devices, const std::string& device_id, const std::string& reason);
 
 private:
+    DeliveryStats DeliverTo(const MessageRecord& message, const std::vector<DeviceSession>& devices,
+                            const std::string& skip_gateway_id, uint64_t skip_connection_id);
+
     PresenceRegistry& presence_;
     GatewayDirectory& gateways_;
 };
@@ -111,6 +128,8 @@ struct SendCommand {
     std::string client_msg_id;
     std::string text;
     MessageKind kind = MessageKind::kText;
+    // false for the system (a business caller): it may write into any conversation of its tenant.
+    bool check_membership = true;
 };
 
 struct SendReceipt {
@@ -128,7 +147,11 @@ public:
     MessageOrchestrator(const Limits& limits, SessionService& sessions, MessageStore& messages, PushService& push,
                         const Clock& clock, IdGenerator& ids);
 
-    void Send(SendCommand command, Callback<SendReceipt> done);
+    // `on_delivered`, when given, runs after the fan-out with what it reached, before `done`.
+    void Send(SendCommand command, Callback<SendReceipt> done, std::function<void(DeliveryStats)> on_delivered = {});
+    // Like SyncMessages, without a membership check (for business callers).
+    void ReadHistory(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
+                     Callback<MessagePage> done);
     // Paged history for a member. limit 0 means the default.
     void SyncMessages(const Principal& who, std::string conversation_id, uint64_t after_seq, uint32_t limit,
                       Callback<MessagePage> done);

@@ -2,6 +2,17 @@
 
 namespace flare {
 
+std::string Utf8Prefix(std::string_view s, size_t max_bytes) {
+    if (s.size() <= max_bytes) {
+        return std::string(s);
+    }
+    size_t n = max_bytes;
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) {
+        --n;  // s[n] continues a character that started before the cut
+    }
+    return std::string(s.substr(0, n));
+}
+
 bool IsValidName(std::string_view s) {
     if (s.empty() || s.size() > 64) {
         return false;
@@ -26,12 +37,13 @@ std::string DirectConversationId(std::string_view user_a, std::string_view user_
 }
 
 std::string RoomConversationId(std::string_view room) { return "room:" + std::string(room); }
+std::string SystemConversationId(std::string_view user) { return "system:" + std::string(user); }
 
 Result<ConversationRef> ParseConversationId(std::string_view id) {
     auto bad = [&](std::string why) {
         return MakeError(Errc::kInvalidArgument, "bad_conversation_id",
-                         "conversation id '" + std::string(id.substr(0, 200)) + "' " + why +
-                             "; expected 'direct:<userA>:<userB>' (sorted) or 'room:<name>'");
+                         "conversation id '" + Utf8Prefix(id, 200) + "' " + why +
+                             "; expected 'direct:<userA>:<userB>' (sorted), 'room:<name>' or 'system:<user>'");
     };
     ConversationRef ref;
     ref.id = std::string(id);
@@ -60,6 +72,15 @@ Result<ConversationRef> ParseConversationId(std::string_view id) {
         }
         ref.type = ConversationType::kRoom;
         ref.name = std::string(name);
+        return ref;
+    }
+    if (id.starts_with("system:")) {
+        std::string_view user = id.substr(7);
+        if (!IsValidName(user)) {
+            return bad("has an invalid user id");
+        }
+        ref.type = ConversationType::kSystem;
+        ref.name = std::string(user);
         return ref;
     }
     return bad("has an unknown type");

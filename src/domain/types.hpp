@@ -13,13 +13,18 @@ namespace flare {
 enum class ConversationType { kDirect = 1, kRoom = 2, kGroup = 3, kSystem = 4 };
 enum class MessageKind { kText = 1, kSystem = 2 };
 
-// "direct:<a>:<b>" (user ids sorted, a < b) or "room:<name>".
+// "direct:<a>:<b>" (user ids sorted, a < b), "room:<name>", or "system:<user>" (the user's inbox of
+// business pushes: only the system writes, only the user reads).
 struct ConversationRef {
     ConversationType type = ConversationType::kDirect;
     std::string id;    // the full conversation id
     std::string a, b;  // direct: the two participants
-    std::string name;  // room: its name
+    std::string name;  // room: its name; system: its user
 };
+
+// The longest prefix of `s` of at most `max_bytes` that does not cut a UTF-8 character (for quoting
+// client input in error messages, which must stay valid UTF-8).
+std::string Utf8Prefix(std::string_view s, size_t max_bytes);
 
 // Ids users, devices and rooms may have: 1..64 chars of [A-Za-z0-9_.@-].
 bool IsValidName(std::string_view s);
@@ -27,6 +32,9 @@ bool IsValidName(std::string_view s);
 Result<ConversationRef> ParseConversationId(std::string_view id);
 std::string DirectConversationId(std::string_view user_a, std::string_view user_b);
 std::string RoomConversationId(std::string_view room);
+std::string SystemConversationId(std::string_view user);
+// Live-only broadcasts carry this conversation id and seq 0: they are never stored.
+inline constexpr std::string_view kBroadcastConversationId = "broadcast";
 
 // A stored message. (tenant_id, conversation_id, seq) is its position; seqs are dense from 1.
 struct MessageRecord {

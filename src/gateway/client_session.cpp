@@ -108,7 +108,7 @@ void ClientSession::Authenticate(const std::string& request_id, const std::strin
     state_ = State::kAuthenticating;
     principal_ = Principal{claims->tenant_id, claims->subject, device};
     if (!platform.empty()) {
-        platform_ = platform.substr(0, 32);
+        platform_ = Utf8Prefix(platform, 32);
     }
     DeviceSession ds{principal_.tenant_id,  principal_.user_id, principal_.device_id, platform_,
                      options_.gateway_id,    options_.region,    connection_id_,        services_.clock.NowMs()};
@@ -195,11 +195,29 @@ void ClientSession::OnFrame(pb::ClientFrame frame) {
         return ReplyError("", MakeError(Errc::kInvalidArgument, "missing_request_id",
                                         "every request frame needs a requestId; it is echoed in the answer"));
     }
-    if (inflight_ >= options_.max_inflight_requests) {
+    if (inflight_ + deferred_.size() >= options_.max_inflight_requests) {
         return ReplyError(rid, MakeError(Errc::kResourceExhausted, "too_many_inflight",
                                          "more than " + std::to_string(options_.max_inflight_requests) +
                                              " requests are unanswered; wait for answers before sending more"));
     }
+    if (barrier_) {
+        deferred_.push_back(std::move(frame));
+        return;
+    }
+    Dispatch(std::move(frame));
+}
+
+void ClientSession::EndBarrier() {
+    barrier_ = false;
+    while (!deferred_.empty() && !barrier_ && state_ == State::kAuthenticated) {
+        pb::ClientFrame next = std::move(deferred_.front());
+        deferred_.pop_front();
+        Dispatch(std::move(next));
+    }
+}
+
+void ClientSession::Dispatch(pb::ClientFrame frame) {
+    const std::string rid = frame.request_id();
     switch (frame.body_case()) {
         case pb::ClientFrame::kSend: return HandleSend(rid, frame.send());
         case pb::ClientFrame::kAck: return HandleAck(rid, frame.ack());
@@ -297,28 +315,34 @@ void ClientSession::HandleSyncConversations(const std::string& rid, const pb::Sy
 }
 
 void ClientSession::HandleJoin(const std::string& rid, const pb::JoinRoomRequest& req) {
+    barrier_ = true;
     services_.sessions.JoinRoom(principal_, req.room(), OnStrand([this, rid](Result<ConversationSummary> r) {
                                     if (!r) {
-                                        return ReplyError(rid, r.error());
+                                        ReplyError(rid, r.error());
+                                    } else {
+                                        pb::ServerFrame f;
+                                        f.set_request_id(rid);
+                                        f.mutable_join_room()->set_conversation_id(r->conversation_id);
+                                        f.mutable_join_room()->set_last_seq(r->last_seq);
+                                        Reply(std::move(f));
                                     }
-                                    pb::ServerFrame f;
-                                    f.set_request_id(rid);
-                                    f.mutable_join_room()->set_conversation_id(r->conversation_id);
-                                    f.mutable_join_room()->set_last_seq(r->last_seq);
-                                    Reply(std::move(f));
+                                    EndBarrier();
                                 }));
 }
 
 void ClientSession::HandleLeave(const std::string& rid, const pb::LeaveRoomRequest& req) {
+    barrier_ = true;
     services_.sessions.LeaveRoom(principal_, req.room(),
                                  OnStrand([this, rid, conv = RoomConversationId(req.room())](Status s) {
                                      if (!s) {
-                                         return ReplyError(rid, s.error());
+                                         ReplyError(rid, s.error());
+                                     } else {
+                                         pb::ServerFrame f;
+                                         f.set_request_id(rid);
+                                         f.mutable_leave_room()->set_conversation_id(conv);
+                                         Reply(std::move(f));
                                      }
-                                     pb::ServerFrame f;
-                                     f.set_request_id(rid);
-                                     f.mutable_leave_room()->set_conversation_id(conv);
-                                     Reply(std::move(f));
+                                     EndBarrier();
                                  }));
 }
 

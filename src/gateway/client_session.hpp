@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,7 +29,8 @@ struct GatewayOptions {
     uint32_t auth_timeout_ms = 10'000;
     uint32_t max_inflight_requests = 256;
     uint32_t max_queued_frames = 8192;             // outbound; beyond it the client is a slow consumer
-    uint64_t max_queued_bytes = 16 * 1024 * 1024;
+    uint64_t max_queued_bytes = 4 * 1024 * 1024;
+    uint32_t write_stall_timeout_ms = 10'000;      // a write that makes no progress this long: slow consumer
 };
 
 struct GatewayServices {
@@ -75,6 +77,8 @@ private:
     template <typename Fn>
     auto OnStrand(Fn fn);
 
+    void Dispatch(pb::ClientFrame frame);
+    void EndBarrier();
     void HandleSend(const std::string& rid, const pb::SendRequest& req);
     void HandleAck(const std::string& rid, const pb::AckRequest& req);
     void HandleSyncMessages(const std::string& rid, const pb::SyncMessagesRequest& req);
@@ -91,6 +95,9 @@ private:
     State state_ = State::kAwaitingAuth;
     Principal principal_;
     uint32_t inflight_ = 0;
+    // While a join or leave is being applied, later requests wait, so that they see its effect.
+    bool barrier_ = false;
+    std::deque<pb::ClientFrame> deferred_;
 };
 
 // Domain -> protocol conversions shared by the gateway's push path.

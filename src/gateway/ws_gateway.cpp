@@ -168,8 +168,14 @@ private:
         parser.header_limit(16 * 1024);
         auto& tcp_stream = beast::get_lowest_layer(ws_);
         tcp_stream.expires_after(std::chrono::milliseconds(opt.auth_timeout_ms));
-        auto [read_ec, read_n] = co_await http::async_read(tcp_stream, buffer, parser, kTuple);
+        auto [read_ec, read_n] = co_await http::async_read_header(tcp_stream, buffer, parser, kTuple);
         if (read_ec) {
+            if (read_ec != asio::error::eof && read_ec != beast::error::timeout &&
+                read_ec != asio::error::connection_reset) {
+                co_await ServeBadRequest(read_ec == http::error::header_limit
+                                             ? http::status::request_header_fields_too_large
+                                             : http::status::bad_request);
+            }
             co_return Finish();
         }
         const auto& req = parser.get();
@@ -241,7 +247,9 @@ private:
         res.keep_alive(false);
         res.set(http::field::server, "flare-im-core");
         res.set(http::field::content_type, "text/plain");
-        if (req.target() == "/healthz" || req.target() == "/readyz") {
+        std::string_view path(req.target().data(), req.target().size());
+        path = path.substr(0, path.find('?'));
+        if (path == "/healthz" || path == "/readyz") {
             res.result(http::status::ok);
             res.body() = "ok\n";
         } else {
@@ -254,12 +262,28 @@ private:
         co_await http::async_write(s, res, kTuple);
     }
 
+    asio::awaitable<void> ServeBadRequest(http::status status) {
+        http::response<http::string_body> res{status, 11};
+        res.keep_alive(false);
+        res.set(http::field::server, "flare-im-core");
+        res.set(http::field::content_type, "text/plain");
+        res.body() = "malformed HTTP request; this port speaks WebSocket (see docs/PROTOCOL.md)\n";
+        res.prepare_payload();
+        auto& s = beast::get_lowest_layer(ws_);
+        s.expires_after(std::chrono::seconds(5));
+        co_await http::async_write(s, res, kTuple);
+    }
+
     void ArmIdle() {
         const GatewayOptions& opt = gateway_->options;
         const bool authed = session_ && session_->authenticated();
-        // Before authentication the earlier of both deadlines, so the idle check starts on time.
+        // Before authentication the earlier of both deadlines, so the idle check starts on time; while a
+        // write is in flight, also when it would have stalled.
         auto deadline = authed ? last_activity_ + std::chrono::milliseconds(opt.idle_timeout_ms)
                                : opened_ + std::chrono::milliseconds(std::min(opt.auth_timeout_ms, opt.idle_timeout_ms));
+        if (writing_) {
+            deadline = std::min(deadline, write_started_ + std::chrono::milliseconds(opt.write_stall_timeout_ms));
+        }
         idle_timer_.expires_at(deadline);
         idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
             if (ec || self->closed_ || self->closing_) {
@@ -267,6 +291,12 @@ private:
             }
             const GatewayOptions& opt = self->gateway_->options;
             const auto now = std::chrono::steady_clock::now();
+            if (self->writing_ &&
+                now - self->write_started_ >= std::chrono::milliseconds(opt.write_stall_timeout_ms)) {
+                spdlog::warn("gateway: connection {} ({}) has not taken a frame for {} ms; closing as a slow consumer",
+                             self->id_, self->session_->principal().user_id, opt.write_stall_timeout_ms);
+                return self->Close("slow_consumer", "the client reads too slowly; reconnect and sync");
+            }
             if (!self->session_->authenticated()) {
                 if (now - self->opened_ >= std::chrono::milliseconds(opt.auth_timeout_ms)) {
                     return self->Close("auth_timeout", "no authentication within " +
@@ -308,7 +338,15 @@ private:
             }
             return;
         }
-        writing_ = true;
+        if (!writing_) {
+            writing_ = true;
+            write_started_ = std::chrono::steady_clock::now();
+            if (session_ && !closing_) {
+                ArmIdle();  // so that a stalled write is noticed
+            }
+        } else {
+            write_started_ = std::chrono::steady_clock::now();
+        }
         const Outbound& f = queue_.front();
         ws_.text(f.text);
         // The completion owns the buffer too: Finish() may clear the queue while the write is in flight.
@@ -370,7 +408,7 @@ private:
     std::atomic<bool> text_mode_{false};
     bool writing_ = false, closing_ = false, close_sent_ = false, closed_ = false;
     std::string close_reason_;
-    std::chrono::steady_clock::time_point last_activity_, opened_;
+    std::chrono::steady_clock::time_point last_activity_, opened_, write_started_;
 };
 
 void WsGateway::Impl::Accept() {

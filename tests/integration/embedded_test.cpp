@@ -618,6 +618,100 @@ TEST(Embedded, SlowConsumerIsClosedWithAReasonAndOthersKeepReceiving) {
     ExpectDense(back->SyncAll("room:busy", 0, 500), 1, kN);
 }
 
+TEST(Embedded, PipelinedRequestsSeeTheEffectOfAnEarlierJoinOrLeave) {
+    TestServer server;
+    auto a = TestClient::Login(server.port(), "user1", "d");
+    auto frame = [](const std::string& rid, auto fill) {
+        pb::ClientFrame f;
+        f.set_request_id(rid);
+        fill(f);
+        return f;
+    };
+    // join + send in one burst: the send sees the membership.
+    a->SendFrame(frame("j", [](pb::ClientFrame& f) { f.mutable_join_room()->set_room("burst"); }));
+    a->SendFrame(frame("s1", [](pb::ClientFrame& f) {
+        f.mutable_send()->set_conversation_id("room:burst");
+        f.mutable_send()->set_client_msg_id("c1");
+        f.mutable_send()->set_text("after join");
+    }));
+    // leave + send in one burst: the send is refused and nothing is stored.
+    a->SendFrame(frame("l", [](pb::ClientFrame& f) { f.mutable_leave_room()->set_room("burst"); }));
+    a->SendFrame(frame("s2", [](pb::ClientFrame& f) {
+        f.mutable_send()->set_conversation_id("room:burst");
+        f.mutable_send()->set_client_msg_id("c2");
+        f.mutable_send()->set_text("after leave");
+    }));
+    std::map<std::string, pb::ServerFrame> answers;
+    while (answers.size() < 4) {
+        auto f = a->NextPush();
+        ASSERT_TRUE(f) << "got only " << answers.size() << " answers";
+        answers[f->request_id()] = *f;
+    }
+    EXPECT_TRUE(answers["j"].has_join_room());
+    ASSERT_TRUE(answers["s1"].has_send()) << answers["s1"].DebugString();
+    EXPECT_EQ(answers["s1"].send().seq(), 1u);
+    EXPECT_TRUE(answers["l"].has_leave_room());
+    ASSERT_TRUE(answers["s2"].has_error()) << answers["s2"].DebugString();
+    EXPECT_EQ(answers["s2"].error().reason(), "not_member");
+    auto b = TestClient::Login(server.port(), "user2", "d");
+    ASSERT_TRUE(b->Join("burst"));
+    auto history = b->SyncAll("room:burst", 0);
+    ASSERT_EQ(history.size(), 1u);
+    EXPECT_EQ(history[0].text(), "after join");
+}
+
+TEST(Embedded, SyncAfterAHugeSeqReturnsNothing) {
+    TestServer server;
+    auto a = TestClient::Login(server.port(), "user1", "d");
+    ASSERT_TRUE(a->Send(kDirect12, "c1", "x"));
+    for (uint64_t after : {uint64_t{9223372036854775807ull}, uint64_t{9223372036854775808ull},
+                           uint64_t{18446744073709551615ull}}) {
+        pb::ClientFrame f;
+        f.mutable_sync_messages()->set_conversation_id(kDirect12);
+        f.mutable_sync_messages()->set_after_seq(after);
+        auto r = a->Request(f);
+        ASSERT_TRUE(r && r->has_sync_messages());
+        EXPECT_EQ(r->sync_messages().messages_size(), 0) << after;
+        EXPECT_EQ(r->sync_messages().last_seq(), 1u);
+    }
+}
+
+std::string RawHttp(uint16_t port, const std::string& request) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(fd);
+        return "connect failed";
+    }
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    (void)::write(fd, request.data(), request.size());
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+}
+
+TEST(Embedded, EveryPlainHttpRequestGetsAnAnswer) {
+    TestServer server;
+    EXPECT_TRUE(RawHttp(server.port(), "GET /healthz?probe=1 HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200"));
+    EXPECT_TRUE(RawHttp(server.port(), "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                    .starts_with("HTTP/1.1 426"));
+    EXPECT_TRUE(RawHttp(server.port(), "\x16\x03\x01\x02\x00garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    std::string huge = "GET /?" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    EXPECT_TRUE(RawHttp(server.port(), huge).starts_with("HTTP/1.1 431"));
+    // And the server still serves WebSocket clients.
+    auto a = TestClient::Login(server.port(), "user1", "d");
+    EXPECT_TRUE(a->Send(kDirect12, "c", "x"));
+}
+
 TEST(Embedded, HealthEndpointAnswersPlainHttpOnTheGatewayPort) {
     TestServer server;
     auto health = HttpGet(server.port(), "/healthz");

@@ -5,6 +5,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <future>
 
 #include "adapters/memory/memory_presence.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
@@ -224,6 +225,17 @@ TEST_F(ClientSessionTest, TooManyUnansweredRequestsAreRefusedAndNotStored) {
     ASSERT_TRUE(strand_.RunUntil([&] { return host.frames.size() == 4; }));
     EXPECT_EQ(host.frames[3].send().seq(), 3u);
     EXPECT_FALSE(host.frames[3].send().duplicate());
+}
+
+TEST_F(ClientSessionTest, TheConversationCacheStaysBounded) {
+    SessionService small(store_, 64);
+    for (int i = 0; i < 1000; ++i) {
+        std::promise<bool> answered;
+        small.Resolve("t", "alice", DirectConversationId("alice", "peer" + std::to_string(i)),
+                      [&](Result<SessionService::Resolved> r) { answered.set_value(r.ok()); });
+        ASSERT_TRUE(answered.get_future().get());
+        ASSERT_LE(small.cached_conversations(), 64u) << "after " << i;
+    }
 }
 
 }  // namespace

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <jwt.h>
+
+#include <cstdlib>
+
 #include "auth/jwt.hpp"
 
 namespace flare {
@@ -50,6 +54,39 @@ TEST(Jwt, TamperedPayloadFailsSignature) {
     auto o1 = other.find('.'), o2 = other.find('.', o1 + 1);
     std::string forged = t.substr(0, first_dot + 1) + other.substr(o1 + 1, o2 - o1 - 1) + t.substr(second_dot);
     EXPECT_EQ(Reason(VerifyToken(forged, "s", kNow, "default")), "token_bad_signature");
+}
+
+// Signs arbitrary claims, to test claims MintToken would never write.
+std::string SignClaims(const std::string& secret, const char* claims_json) {
+    jwt_t* j = nullptr;
+    jwt_new(&j);
+    jwt_add_grants_json(j, claims_json);
+    jwt_set_alg(j, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(secret.data()), int(secret.size()));
+    char* s = jwt_encode_str(j);
+    std::string out(s);
+    std::free(s);
+    jwt_free(j);
+    return out;
+}
+
+TEST(Jwt, ClaimsOfTheWrongTypeAreRefused) {
+    EXPECT_EQ(Reason(VerifyToken(SignClaims("s", R"({"sub":"u","exp":"1900000000"})"), "s", kNow, "default")),
+              "token_missing_exp");
+    EXPECT_EQ(Reason(VerifyToken(SignClaims("s", R"({"sub":"u","exp":1900000000,"tenant_id":5})"), "s", kNow,
+                                 "default")),
+              "token_bad_tenant");
+    EXPECT_EQ(Reason(VerifyToken(SignClaims("s", R"({"sub":"u","exp":1900000000,"role":true})"), "s", kNow,
+                                 "default")),
+              "token_malformed");
+    EXPECT_EQ(Reason(VerifyToken(SignClaims("s", R"({"sub":"u"})"), "s", kNow, "default")), "token_missing_exp");
+    auto ok = VerifyToken(SignClaims("s", R"({"sub":"u","exp":1900000000,"role":"business"})"), "s", kNow, "default");
+    ASSERT_TRUE(ok.ok());
+    EXPECT_EQ(ok->role, "business");
+}
+
+TEST(Jwt, TrailingBytesAfterANulAreNotIgnored) {
+    auto t = MintToken("s", "user1", "t", kNow + 60);
+    EXPECT_EQ(Reason(VerifyToken(t + std::string("\0garbage", 8), "s", kNow, "default")), "token_malformed");
 }
 
 }  // namespace

@@ -41,5 +41,24 @@ TEST(Names, ValidatesLengthAndCharacters) {
     EXPECT_FALSE(IsValidName("é"));
 }
 
+TEST(Utf8Prefix, NeverCutsACharacter) {
+    EXPECT_EQ(Utf8Prefix("abc", 10), "abc");
+    EXPECT_EQ(Utf8Prefix("abcdef", 3), "abc");
+    EXPECT_EQ(Utf8Prefix("aé", 2), "a");        // é is two bytes
+    EXPECT_EQ(Utf8Prefix("aé", 3), "aé");
+    EXPECT_EQ(Utf8Prefix("€€", 4), "€");        // € is three bytes
+    auto r = ParseConversationId("room:" + std::string(150, 'x') + std::string(100, '\xc3') );
+    ASSERT_FALSE(r.ok());
+}
+
+TEST(ConversationId, SystemConversations) {
+    auto s = ParseConversationId("system:user1");
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(s->type, ConversationType::kSystem);
+    EXPECT_EQ(s->name, "user1");
+    EXPECT_EQ(SystemConversationId("user1"), "system:user1");
+    EXPECT_FALSE(ParseConversationId("system:").ok());
+}
+
 }  // namespace
 }  // namespace flare

@@ -56,6 +56,19 @@ void MemoryPresenceRegistry::Lookup(std::string tenant_id, std::shared_ptr<const
     done(std::move(out));
 }
 
+void MemoryPresenceRegistry::ListTenant(std::string tenant_id, Callback<std::vector<DeviceSession>> done) {
+    std::vector<DeviceSession> out;
+    {
+        std::shared_lock lock(mu_);
+        for (const auto& [key, list] : devices_) {
+            if (!list.empty() && list.front().tenant_id == tenant_id) {
+                out.insert(out.end(), list.begin(), list.end());
+            }
+        }
+    }
+    done(std::move(out));
+}
+
 void MemoryGatewayDirectory::Register(const std::string& gateway_id, const std::string&, DeliverySink* sink) {
     std::unique_lock lock(mu_);
     sinks_[gateway_id] = sink;

@@ -19,6 +19,7 @@ public:
                     uint64_t connection_id) override;
     void Lookup(std::string tenant_id, std::shared_ptr<const std::vector<std::string>> user_ids,
                 Callback<std::vector<DeviceSession>> done) override;
+    void ListTenant(std::string tenant_id, Callback<std::vector<DeviceSession>> done) override;
 
 private:
     static std::string Key(const std::string& tenant, const std::string& user) { return tenant + '\x1f' + user; }

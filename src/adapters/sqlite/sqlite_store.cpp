@@ -23,6 +23,8 @@ Error StoreStopped() { return MakeError(Errc::kUnavailable, "shutting_down", "th
 
 std::string Key(const std::string& tenant, const std::string& conv) { return tenant + '\x1f' + conv; }
 
+constexpr size_t kMaxCachedSeqs = 1'000'000;
+
 // A prepared statement, reset after each use.
 class Stmt {
 public:
@@ -418,6 +420,9 @@ void SqliteStore::WriterLoop() {
             }
         }
         Writer& w = *writer_;
+        if (w.last_seq.size() > kMaxCachedSeqs) {
+            w.last_seq.clear();  // a cache of the conversations table, reloaded on use
+        }
         bool ok = true;
         try {
             w.begin.Bind().Run();
@@ -593,7 +598,9 @@ void SqliteStore::ReadAfter(std::string tenant_id, std::string conversation_id, 
                     page.last_seq = static_cast<uint64_t>(r.conversation.Int(1));
                 }
                 r.conversation.Reset();
-                auto& q = r.read_after.Bind(tenant, conv, after_seq, static_cast<int64_t>(limit) + 1);
+                // Seqs are stored as signed 64-bit: anything above holds nothing.
+                const uint64_t after = std::min<uint64_t>(after_seq, INT64_MAX);
+                auto& q = r.read_after.Bind(tenant, conv, after, static_cast<int64_t>(limit) + 1);
                 while (q.Step()) {
                     if (page.messages.size() == limit) {
                         page.has_more = true;

@@ -1,0 +1,55 @@
+// The business API of the core gateway, on protobuf request/response types: caller authentication
+// (business JWTs), field validation naming the field, and the calls into the domain services. gRPC
+// (grpc_server.cpp) and the HTTP/JSON mirror (http_api.cpp) both host this one class.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/clock.hpp"
+#include "domain/services.hpp"
+#include "flare/business/v1/business.pb.h"
+
+namespace flare::core_gateway {
+
+namespace bpb = ::flare::business::v1;
+
+struct Caller {
+    std::string tenant_id;
+    std::string subject;  // the calling system's id ("sub")
+};
+
+struct BusinessApiOptions {
+    std::string business_secret;
+    std::string default_tenant = "default";
+    uint32_t max_users_per_call = 10'000;
+};
+
+class BusinessApi {
+public:
+    BusinessApi(BusinessApiOptions options, const Limits& limits, MessageOrchestrator& orchestrator,
+                PushService& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids);
+
+    // `authorization` is the header value ("Bearer <jwt>"). Errors: kUnauthenticated (missing, bad or
+    // expired token), kPermissionDenied (a token without role "business", e.g. a client's).
+    Result<Caller> Authenticate(std::string_view authorization) const;
+
+    // Completions may run on any thread. Errors use Errc; kInvalidArgument messages start with the field.
+    void PushMessage(const Caller& caller, const bpb::PushMessageRequest& req, Callback<bpb::PushMessageResponse> done);
+    void SendMessage(const Caller& caller, const bpb::SendMessageRequest& req, Callback<bpb::SendMessageResponse> done);
+    void QueryUserStatus(const Caller& caller, const bpb::QueryUserStatusRequest& req,
+                         Callback<bpb::QueryUserStatusResponse> done);
+    void KickUser(const Caller& caller, const bpb::KickUserRequest& req, Callback<bpb::KickUserResponse> done);
+    void GetHistory(const Caller& caller, const bpb::GetHistoryRequest& req, Callback<bpb::GetHistoryResponse> done);
+
+private:
+    BusinessApiOptions options_;
+    Limits limits_;
+    MessageOrchestrator& orchestrator_;
+    PushService& push_;
+    PresenceRegistry& presence_;
+    const Clock& clock_;
+    IdGenerator& ids_;
+};
+
+}  // namespace flare::core_gateway
