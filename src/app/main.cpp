@@ -21,9 +21,11 @@ constexpr const char* kUsage = R"(usage:
   flare serve embedded [--config FILE] [--port N] [--ready-file FILE]
       Runs the whole IM core in this process (SQLite storage, in-process presence and push).
       Environment overrides: PORT, GATEWAY_ID, GATEWAY_REGION, LISTEN_ADDRESS, DATABASE_URL,
-      TOKEN_SECRET, DEFAULT_TENANT, LOG_LEVEL, IO_THREADS.
-  flare token USER [--tenant T] [--device D] [--ttl SECONDS]
-      Prints a client JWT signed with TOKEN_SECRET (default 'insecure-secret').
+      TOKEN_SECRET, DEFAULT_TENANT, LOG_LEVEL, IO_THREADS, CORE_GATEWAY_GRPC_PORT,
+      CORE_GATEWAY_HTTP_PORT, BUSINESS_SECRET.
+  flare token USER [--tenant T] [--device D] [--ttl SECONDS] [--role business]
+      Prints a JWT signed with TOKEN_SECRET (default 'insecure-secret'); --role business makes a
+      token for the business API (sign with BUSINESS_SECRET if the server has one).
   flare version
 )";
 
@@ -95,8 +97,15 @@ int Serve(const std::vector<std::string>& args) {
     spdlog::info("Flare IM Core (embedded) serving: gateway '{}'{} on ws://{}:{}/, storage {}",
                  config.gateway.gateway_id, config.gateway.region.empty() ? "" : " region " + config.gateway.region,
                  config.gateway.listen_address, port, config.database_url);
+    if (config.core_gateway.enabled) {
+        spdlog::info("core gateway (business API): gRPC on {}:{}, HTTP/JSON on http://{}:{}/api/v1/",
+                     config.core_gateway.listen_address, server.grpc_port(), config.core_gateway.listen_address,
+                     server.http_port());
+    }
     if (!ready_file.empty()) {
-        std::ofstream(ready_file) << port << "\n";
+        // First line: the WebSocket port (what scripts read); then the business API ports.
+        std::ofstream(ready_file) << port << "\ngrpc_port=" << server.grpc_port() << "\nhttp_port=" << server.http_port()
+                                  << "\n";
     }
     int sig = 0;
     sigwait(&signals, &sig);
@@ -110,24 +119,27 @@ int Token(const std::vector<std::string>& args) {
     if (args.empty() || args[0].starts_with("--")) {
         return Usage("token needs a user id");
     }
-    std::string tenant = "default", device;
+    std::string tenant = "default", device, role;
     long ttl = 24 * 3600;
     for (size_t i = 1; i + 1 < args.size(); i += 2) {
         if (args[i] == "--tenant") {
             tenant = args[i + 1];
         } else if (args[i] == "--device") {
             device = args[i + 1];
+        } else if (args[i] == "--role") {
+            role = args[i + 1];
         } else if (args[i] == "--ttl") {
             ttl = std::stol(args[i + 1]);
         } else {
             return Usage("unknown option '" + args[i] + "'");
         }
     }
-    const char* secret = std::getenv("TOKEN_SECRET");
+    const char* secret = std::getenv(role == flare::kBusinessRole && std::getenv("BUSINESS_SECRET") ? "BUSINESS_SECRET"
+                                                                                                  : "TOKEN_SECRET");
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
-    std::cout << flare::MintToken(secret ? secret : "insecure-secret", args[0], tenant, now + ttl, device) << "\n";
+    std::cout << flare::MintToken(secret ? secret : "insecure-secret", args[0], tenant, now + ttl, device, role) << "\n";
     return 0;
 }
 

@@ -469,27 +469,7 @@ TEST(Embedded, JsonTextFramesWorkEndToEnd) {
 }
 
 std::string HttpGet(uint16_t port, const std::string& target) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        ::close(fd);
-        return "connect failed";
-    }
-    timeval tv{5, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string req = "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    (void)::write(fd, req.data(), req.size());
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
-        out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return out;
+    return RawHttp(port, "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
 }
 
 // A WebSocket client that completes the handshake and then stops reading (a stuck phone).
@@ -674,29 +654,6 @@ TEST(Embedded, SyncAfterAHugeSeqReturnsNothing) {
         EXPECT_EQ(r->sync_messages().messages_size(), 0) << after;
         EXPECT_EQ(r->sync_messages().last_seq(), 1u);
     }
-}
-
-std::string RawHttp(uint16_t port, const std::string& request) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        ::close(fd);
-        return "connect failed";
-    }
-    timeval tv{5, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    (void)::write(fd, request.data(), request.size());
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
-        out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return out;
 }
 
 TEST(Embedded, EveryPlainHttpRequestGetsAnAnswer) {

@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "auth/jwt.hpp"
@@ -15,6 +20,11 @@ TestServer::TestServer(std::function<void(app::Config&)> tweak) {
     config_.gateway.port = 0;
     config_.gateway.listen_address = "127.0.0.1";
     config_.gateway.gateway_id = "gw-test";
+    config_.gateway.region = "test-region";
+    config_.core_gateway.listen_address = "127.0.0.1";
+    config_.core_gateway.grpc_port = 0;
+    config_.core_gateway.http_port = 0;
+    config_.core_gateway.business_secret = kSecret;
     config_.gateway.token_secret = kSecret;
     config_.database_url = "sqlite://" + dir_ + "/flare.db";
     config_.sqlite_synchronous = "normal";
@@ -34,6 +44,8 @@ void TestServer::Start() {
     server_ = std::make_unique<app::EmbeddedServer>(config_);
     server_->Start();
     port_ = server_->gateway_port();
+    grpc_port_ = server_->grpc_port();
+    http_port_ = server_->http_port();
 }
 
 void TestServer::Stop() {
@@ -46,6 +58,46 @@ void TestServer::Stop() {
 std::string TokenFor(const std::string& user, const std::string& tenant, int64_t ttl_s, const std::string& secret) {
     SystemClock clock;
     return MintToken(secret, user, tenant, clock.NowMs() / 1000 + ttl_s);
+}
+
+std::string BusinessToken(const std::string& tenant, int64_t ttl_s, const std::string& secret,
+                          const std::string& subject) {
+    SystemClock clock;
+    return MintToken(secret, subject, tenant, clock.NowMs() / 1000 + ttl_s, "", kBusinessRole);
+}
+
+std::string RawHttp(uint16_t port, const std::string& request) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(fd);
+        return "connect failed";
+    }
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    (void)::write(fd, request.data(), request.size());
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+}
+
+std::unique_ptr<TestClient> TestClient::LoginTenant(uint16_t port, const std::string& user, const std::string& device,
+                                                    const std::string& tenant) {
+    auto c = Open(port, "/");
+    pb::ClientFrame f;
+    f.mutable_auth()->set_token(TokenFor(user, tenant));
+    f.mutable_auth()->set_device_id(device);
+    auto r = c->Request(f);
+    EXPECT_TRUE(r && r->has_auth()) << (r ? r->DebugString() : "no answer");
+    return c;
 }
 
 std::unique_ptr<TestClient> TestClient::Open(uint16_t port, const std::string& target, bool json) {

@@ -31,17 +31,25 @@ public:
         Start();
     }
     uint16_t port() const { return port_; }
+    uint16_t grpc_port() const { return grpc_port_; }
+    uint16_t http_port() const { return http_port_; }
     app::Config& config() { return config_; }
 
 private:
     std::string dir_;
     app::Config config_;
     std::unique_ptr<app::EmbeddedServer> server_;
-    uint16_t port_ = 0;
+    uint16_t port_ = 0, grpc_port_ = 0, http_port_ = 0;
 };
 
 std::string TokenFor(const std::string& user, const std::string& tenant = "default", int64_t ttl_s = 3600,
                      const std::string& secret = kSecret);
+// A business token (role "business").
+std::string BusinessToken(const std::string& tenant = "default", int64_t ttl_s = 3600,
+                          const std::string& secret = kSecret, const std::string& subject = "crm");
+
+// Sends raw bytes to 127.0.0.1:port and returns everything read until the peer closes (5 s at most).
+std::string RawHttp(uint16_t port, const std::string& request);
 
 class TestClient {
 public:
@@ -73,6 +81,9 @@ public:
     std::optional<pb::ServerFrame> Ack(const std::string& conv, uint64_t seq);
     // All messages after `after`, paging with `page` per request.
     std::vector<pb::Message> SyncAll(const std::string& conv, uint64_t after, uint32_t page = 100);
+    // Logs in as `user` on `device` with a token of `tenant`.
+    static std::unique_ptr<TestClient> LoginTenant(uint16_t port, const std::string& user, const std::string& device,
+                                                   const std::string& tenant);
     std::optional<pb::ServerFrame> SyncConversations(const std::vector<std::pair<std::string, uint64_t>>& known = {},
                                                      bool include_all = false);
 

@@ -26,11 +26,11 @@ wait_for() {
 
 start_server() {  # start_server PORT
     rm -f "$WORK/ready"
-    PORT=$1 LISTEN_ADDRESS=127.0.0.1 GATEWAY_ID=gw-e2e DATABASE_URL="sqlite://$WORK/flare.db" \
+    PORT=$1 LISTEN_ADDRESS=127.0.0.1 GATEWAY_ID=gw-e2e CORE_GATEWAY_GRPC_PORT=0 CORE_GATEWAY_HTTP_PORT=0 DATABASE_URL="sqlite://$WORK/flare.db" \
         "$BIN/flare" serve embedded --ready-file "$WORK/ready" >>"$WORK/server.log" 2>&1 3>&- 4>&- &
     SERVER_PID=$!
     wait_for 10 test -s "$WORK/ready" || fail "server did not become ready"
-    PORT_USED=$(cat "$WORK/ready")
+    PORT_USED=$(head -n 1 "$WORK/ready")
 }
 
 start_server 0

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <algorithm>
 #include <ctime>
 #include <deque>
 #include <iostream>
@@ -99,6 +100,8 @@ class Chat {
 public:
     explicit Chat(Options o) : o_(std::move(o)) {
         conversation_ = o_.to.empty() ? flare::RoomConversationId(o_.room) : flare::DirectConversationId(o_.user, o_.to);
+        tracks_[conversation_];
+        tracks_[flare::SystemConversationId(o_.user)];
         msg_prefix_ = "cli-" + flare::RandomHexId(6) + "-";
     }
 
@@ -128,7 +131,7 @@ public:
             if (ready_ && now >= next_ping_) {
                 Ping();
             }
-            if (eof_ && ready_ && pending_.empty() && !syncing_) {
+            if (eof_ && ready_ && pending_.empty() && !Syncing()) {
                 if (!linger_until_) {
                     linger_until_ = now + std::chrono::seconds(o_.linger_s);
                 }
@@ -195,7 +198,10 @@ private:
             first_failure_ = false;
         }
         ready_ = false;
-        syncing_ = false;
+        for (auto& [id, t] : tracks_) {
+            t.syncing = false;
+            t.gap = false;
+        }
         backoff_ms_ = std::min(backoff_ms_ == 0 ? 500 : backoff_ms_ * 2, 5000);
         Status("disconnected (" + why + "); reconnecting in " + std::to_string(backoff_ms_) + " ms");
         reconnect_at_ = Clock::now() + std::chrono::milliseconds(backoff_ms_);
@@ -267,74 +273,94 @@ private:
     }
 
     void StartCatchUp() {
-        syncing_ = true;
+        for (auto& [id, t] : tracks_) {
+            t.syncing = true;
+        }
         pb::ClientFrame s;
         s.set_request_id("convs");
         s.mutable_sync_conversations()->set_include_all(true);
         client_->Send(s);
     }
 
-    void OnConversations(const pb::SyncConversationsResponse& r) {
-        uint64_t last = 0;
-        for (const auto& c : r.conversations()) {
-            if (c.conversation_id() == conversation_) {
-                last = c.last_seq();
-            }
-        }
-        if (!cursor_) {
-            cursor_ = last > static_cast<uint64_t>(o_.history) ? last - o_.history : 0;
-            acked_ = *cursor_;
-            Status(std::string(o_.to.empty() ? "joined room " + o_.room : "talking with " + o_.to) + " (" +
-                   std::to_string(last) + (last == 1 ? " message" : " messages") + " so far)");
-        }
-        RequestMessages();
+    bool Syncing() const {
+        return std::any_of(tracks_.begin(), tracks_.end(), [](const auto& t) { return t.second.syncing; });
     }
 
-    void RequestMessages() {
-        syncing_ = true;
+    void OnConversations(const pb::SyncConversationsResponse& r) {
+        for (auto& [id, t] : tracks_) {
+            uint64_t last = 0;
+            for (const auto& c : r.conversations()) {
+                if (c.conversation_id() == id) {
+                    last = c.last_seq();
+                }
+            }
+            if (!t.cursor) {  // first connect: the last --history messages; later ones catch up from here
+                const uint64_t start = last > static_cast<uint64_t>(o_.history) ? last - o_.history : 0;
+                t.cursor = start;
+                t.acked = start;
+                if (id == conversation_) {
+                    Status(std::string(o_.to.empty() ? "joined room " + o_.room : "talking with " + o_.to) + " (" +
+                           std::to_string(last) + (last == 1 ? " message" : " messages") + " so far)");
+                }
+            }
+            RequestMessages(id);
+        }
+    }
+
+    void RequestMessages(const std::string& conv) {
+        Track& t = tracks_[conv];
+        t.syncing = true;
         pb::ClientFrame s;
         s.set_request_id("sync");
-        s.mutable_sync_messages()->set_conversation_id(conversation_);
-        s.mutable_sync_messages()->set_after_seq(*cursor_);
+        s.mutable_sync_messages()->set_conversation_id(conv);
+        s.mutable_sync_messages()->set_after_seq(*t.cursor);
         s.mutable_sync_messages()->set_limit(200);
         client_->Send(s);
     }
 
     void OnMessages(const pb::SyncMessagesResponse& r) {
+        auto it = tracks_.find(r.conversation_id());
+        if (it == tracks_.end()) {
+            return;
+        }
+        Track& t = it->second;
         for (const auto& m : r.messages()) {
             Show(m);
         }
         if (r.has_more()) {
-            return RequestMessages();
+            return RequestMessages(r.conversation_id());
         }
-        syncing_ = false;
-        if (!ready_) {
+        t.syncing = false;
+        if (t.gap) {
+            t.gap = false;
+            return RequestMessages(r.conversation_id());
+        }
+        if (!ready_ && !Syncing()) {
             ready_ = true;
             for (auto& p : pending_) {
                 SendPending(p);  // same client_msg_id: a retry is never stored twice
             }
         }
-        if (gap_) {
-            gap_ = false;
-            RequestMessages();
-        }
     }
 
     void OnPush(const pb::Message& m) {
-        if (m.conversation_id() != conversation_) {
-            std::cout << Format(m, " [" + m.conversation_id() + "]") << std::endl;
+        auto it = tracks_.find(m.conversation_id());
+        if (it == tracks_.end()) {  // live-only broadcasts and the user's other conversations
+            const bool broadcast = m.conversation_id() == flare::kBroadcastConversationId;
+            std::cout << Format(m, broadcast ? " [broadcast]" : " [" + m.conversation_id() + "]") << std::endl;
             return;
         }
-        if (!cursor_ || m.seq() <= *cursor_) {
+        Track& t = it->second;
+        if (!t.cursor || m.seq() <= *t.cursor) {
             return;  // already shown (or not caught up yet: the sync brings it)
         }
-        if (m.seq() == *cursor_ + 1 && !syncing_) {
+        if (m.seq() == *t.cursor + 1 && !t.syncing) {
             return Show(m);
         }
-        if (syncing_) {
-            gap_ = true;  // pull again after the running sync
+        if (t.syncing) {
+            t.gap = true;  // pull again after the running sync
         } else {
-            RequestMessages();
+            RequestMessages(m.conversation_id());
         }
     }
 
@@ -383,13 +409,14 @@ private:
     }
 
     void Show(const pb::Message& m) {
-        if (!cursor_ || m.seq() != *cursor_ + 1) {
-            if (m.seq() > *cursor_ + 1) {
-                gap_ = true;
+        Track& t = tracks_[m.conversation_id()];
+        if (!t.cursor || m.seq() != *t.cursor + 1) {
+            if (t.cursor && m.seq() > *t.cursor + 1) {
+                t.gap = true;
             }
             return;
         }
-        cursor_ = m.seq();
+        t.cursor = m.seq();
         std::cout << Format(m, "") << std::endl;
     }
 
@@ -399,19 +426,24 @@ private:
         localtime_r(&t, &tm);
         char when[16];
         std::strftime(when, sizeof when, "%H:%M:%S", &tm);
-        const bool system = m.kind() == pb::MESSAGE_KIND_SYSTEM;
+        const bool system = m.kind() == pb::MESSAGE_KIND_SYSTEM;  // from a business system, not a user
         return std::string("[") + when + "]" + where + " " + (system ? "[system] " : "") + m.sender_id() + ": " +
                m.text();
     }
 
     void FlushAck() {
-        if (client_ && ready_ && cursor_ && *cursor_ > acked_) {
-            pb::ClientFrame f;
-            f.set_request_id("ack");
-            f.mutable_ack()->set_conversation_id(conversation_);
-            f.mutable_ack()->set_seq(*cursor_);
-            client_->Send(f);
-            acked_ = *cursor_;
+        if (!client_ || !ready_) {
+            return;
+        }
+        for (auto& [id, t] : tracks_) {
+            if (t.cursor && *t.cursor > t.acked) {
+                pb::ClientFrame f;
+                f.set_request_id("ack");
+                f.mutable_ack()->set_conversation_id(id);
+                f.mutable_ack()->set_seq(*t.cursor);
+                client_->Send(f);
+                t.acked = *t.cursor;
+            }
         }
     }
 
@@ -435,9 +467,16 @@ private:
     EventQueue queue_;
     std::unique_ptr<WsClient> client_;
     int generation_ = 0;
-    bool ready_ = false, syncing_ = false, gap_ = false, eof_ = false, first_failure_ = true;
-    std::optional<uint64_t> cursor_;
-    uint64_t acked_ = 0;
+    bool ready_ = false, eof_ = false, first_failure_ = true;
+    // What this client has shown of each conversation it follows: its chat and the user's inbox of
+    // business pushes ("system:<user>").
+    struct Track {
+        std::optional<uint64_t> cursor;
+        uint64_t acked = 0;
+        bool syncing = false;
+        bool gap = false;
+    };
+    std::map<std::string, Track> tracks_;
     uint64_t msg_counter_ = 0;
     std::deque<Pending> pending_;
     int failed_sends_ = 0;
