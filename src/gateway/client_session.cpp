@@ -56,6 +56,9 @@ auto ClientSession::OnStrand(Fn fn) {
                 return;
             }
             fn(std::move(result));
+            if (!self->deferred_.empty()) {
+                self->Pump();
+            }
         });
     };
 }
@@ -200,19 +203,26 @@ void ClientSession::OnFrame(pb::ClientFrame frame) {
                                          "more than " + std::to_string(options_.max_inflight_requests) +
                                              " requests are unanswered; wait for answers before sending more"));
     }
-    if (barrier_) {
-        deferred_.push_back(std::move(frame));
-        return;
-    }
-    Dispatch(std::move(frame));
+    deferred_.push_back(std::move(frame));
+    Pump();
 }
 
 void ClientSession::EndBarrier() {
     barrier_ = false;
+    Pump();
+}
+
+// Requests run in arrival order, except that a join or leave waits until every earlier request is
+// answered, and later requests wait until it is applied: each sees the membership it was sent after.
+void ClientSession::Pump() {
     while (!deferred_.empty() && !barrier_ && state_ == State::kAuthenticated) {
-        pb::ClientFrame next = std::move(deferred_.front());
+        const pb::ClientFrame& next = deferred_.front();
+        if ((next.has_join_room() || next.has_leave_room()) && inflight_ > 0) {
+            return;  // resumed when the last earlier request is answered
+        }
+        pb::ClientFrame frame = std::move(deferred_.front());
         deferred_.pop_front();
-        Dispatch(std::move(next));
+        Dispatch(std::move(frame));
     }
 }
 

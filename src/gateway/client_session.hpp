@@ -79,6 +79,7 @@ private:
 
     void Dispatch(pb::ClientFrame frame);
     void EndBarrier();
+    void Pump();
     void HandleSend(const std::string& rid, const pb::SendRequest& req);
     void HandleAck(const std::string& rid, const pb::AckRequest& req);
     void HandleSyncMessages(const std::string& rid, const pb::SyncMessagesRequest& req);

@@ -230,12 +230,13 @@ TEST_F(ClientSessionTest, TooManyUnansweredRequestsAreRefusedAndNotStored) {
 TEST_F(ClientSessionTest, TheConversationCacheStaysBounded) {
     SessionService small(store_, 64);
     for (int i = 0; i < 1000; ++i) {
-        std::promise<bool> answered;
+        auto answered = std::make_shared<std::promise<bool>>();
         small.Resolve("t", "alice", DirectConversationId("alice", "peer" + std::to_string(i)),
-                      [&](Result<SessionService::Resolved> r) { answered.set_value(r.ok()); });
-        ASSERT_TRUE(answered.get_future().get());
+                      [answered](Result<SessionService::Resolved> r) { answered->set_value(r.ok()); });
+        ASSERT_TRUE(answered->get_future().get());
         ASSERT_LE(small.cached_conversations(), 64u) << "after " << i;
     }
+    store_.Stop();  // its threads may still be finishing a callback into `small`
 }
 
 }  // namespace

@@ -14,9 +14,10 @@ namespace {
 
 template <typename T>
 Result<T> Await(const std::function<void(Callback<T>)>& call) {
-    std::promise<Result<T>> p;
-    auto f = p.get_future();
-    call([&p](Result<T> r) { p.set_value(std::move(r)); });
+    // Shared: set_value may still be running on the store's thread when get() returns here.
+    auto p = std::make_shared<std::promise<Result<T>>>();
+    auto f = p->get_future();
+    call([p](Result<T> r) { p->set_value(std::move(r)); });
     return f.get();
 }
 
@@ -96,7 +97,7 @@ TYPED_TEST(StoreContract, SeqsAreDenseFromOneAndIdempotent) {
 TYPED_TEST(StoreContract, ConcurrentAppendsStayDenseAndDistinct) {
     ASSERT_TRUE(this->Join("room:c", "alice").ok());
     constexpr int kN = 500;
-    std::vector<std::promise<Result<AppendResult>>> ps(kN);
+    auto ps = std::make_shared<std::vector<std::promise<Result<AppendResult>>>>(kN);
     for (int i = 0; i < kN; ++i) {
         AppendRequest req;
         req.message.tenant_id = "t1";
@@ -106,11 +107,11 @@ TYPED_TEST(StoreContract, ConcurrentAppendsStayDenseAndDistinct) {
         req.message.client_msg_id = "c" + std::to_string(i % 400);  // 100 retries mixed in
         req.message.sender_id = "alice";
         req.message.text = "x";
-        this->store_->Append(std::move(req), [&ps, i](Result<AppendResult> r) { ps[i].set_value(std::move(r)); });
+        this->store_->Append(std::move(req), [ps, i](Result<AppendResult> r) { (*ps)[i].set_value(std::move(r)); });
     }
     std::set<uint64_t> seqs;
     int duplicates = 0;
-    for (auto& p : ps) {
+    for (auto& p : *ps) {
         auto r = p.get_future().get();
         ASSERT_TRUE(r.ok());
         if (r->duplicate) {
