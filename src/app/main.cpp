@@ -116,6 +116,10 @@ int Serve(const std::vector<std::string>& args) {
 }
 
 int Token(const std::vector<std::string>& args) {
+    if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+        std::cout << kUsage;
+        return 0;
+    }
     if (args.empty() || args[0].starts_with("--")) {
         return Usage("token needs a user id");
     }
@@ -129,7 +133,11 @@ int Token(const std::vector<std::string>& args) {
         } else if (args[i] == "--role") {
             role = args[i + 1];
         } else if (args[i] == "--ttl") {
-            ttl = std::stol(args[i + 1]);
+            char* end = nullptr;
+            ttl = std::strtol(args[i + 1].c_str(), &end, 10);
+            if (*end != '\0' || ttl <= 0) {
+                return Usage("--ttl needs a positive number of seconds, not '" + args[i + 1] + "'");
+            }
         } else {
             return Usage("unknown option '" + args[i] + "'");
         }

@@ -73,6 +73,15 @@ Reply ErrorReply(const Error& e) {
                                      "\",\"message\":\"" + JsonEscape(e.message) + "\"}\n"};
 }
 
+// The JSON parser's messages end with a caret diagram; the first line is what matters.
+std::string FirstLine(std::string s) {
+    s = s.substr(0, s.find('\n'));
+    while (!s.empty() && (s.front() == ':' || s.front() == ' ')) {
+        s.erase(s.begin());
+    }
+    return s;
+}
+
 template <typename Req, typename Resp>
 void Dispatch(BusinessApi& api, void (BusinessApi::*method)(const Caller&, const Req&, Callback<Resp>),
               const Caller& caller, const std::string& body, std::function<void(Reply)> reply) {
@@ -82,7 +91,7 @@ void Dispatch(BusinessApi& api, void (BusinessApi::*method)(const Caller&, const
     if (!st.ok()) {
         return reply(ErrorReply(MakeError(Errc::kInvalidArgument, "malformed_json",
                                           "request body is not a valid " + std::string(Req::descriptor()->name()) +
-                                              " in JSON: " + std::string(st.message()))));
+                                              " in JSON: " + FirstLine(std::string(st.message())))));
     }
     (api.*method)(caller, req, [reply = std::move(reply)](Result<Resp> r) {
         if (!r) {
@@ -136,8 +145,9 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
                                               "no such path; the business API is POST /api/v1/<Method>")));
         }
         if (req.method() != http::verb::post) {
-            return reply(ErrorReply(MakeError(Errc::kInvalidArgument, "method_not_allowed",
-                                              "use POST with a JSON body")));
+            Reply r = ErrorReply(MakeError(Errc::kInvalidArgument, "method_not_allowed", "use POST with a JSON body"));
+            r.status = http::status::method_not_allowed;
+            return reply(std::move(r));
         }
         const std::string method(target.substr(kPrefix.size()));
         auto caller = api.Authenticate(req[http::field::authorization]);
@@ -174,14 +184,24 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
             stream.expires_after(std::chrono::seconds(30));
             auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTuple);
             if (ec) {
-                if (ec == http::error::body_limit) {
-                    http::response<http::string_body> res{http::status::payload_too_large, 11};
-                    res.body() = "{\"code\":\"INVALID_ARGUMENT\",\"reason\":\"body_too_large\","
-                                 "\"message\":\"request body above 1 MiB\"}\n";
-                    res.set(http::field::content_type, "application/json");
-                    res.prepare_payload();
-                    co_await http::async_write(stream, res, kTuple);
+                if (ec == asio::error::eof || ec == beast::error::timeout || ec == asio::error::connection_reset) {
+                    break;
                 }
+                // Anything else is a request we cannot read: say so before closing.
+                const bool too_large = ec == http::error::body_limit;
+                http::response<http::string_body> res{
+                    too_large ? http::status::payload_too_large
+                              : (ec == http::error::header_limit ? http::status::request_header_fields_too_large
+                                                                 : http::status::bad_request),
+                    11};
+                res.body() = too_large ? "{\"code\":\"INVALID_ARGUMENT\",\"reason\":\"body_too_large\","
+                                         "\"message\":\"request body above 1 MiB\"}\n"
+                                       : "{\"code\":\"INVALID_ARGUMENT\",\"reason\":\"malformed_http\","
+                                         "\"message\":\"" + JsonEscape(ec.message()) + "\"}\n";
+                res.set(http::field::content_type, "application/json");
+                res.keep_alive(false);
+                res.prepare_payload();
+                co_await http::async_write(stream, res, kTuple);
                 break;
             }
             auto req = parser.release();

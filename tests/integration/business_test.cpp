@@ -382,6 +382,17 @@ TEST_F(Business, HttpJsonMirrorServesTheSameApi) {
     EXPECT_TRUE(unknown.starts_with("HTTP/1.1 404")) << unknown;
     auto health = RawHttp(server_.http_port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     EXPECT_TRUE(health.starts_with("HTTP/1.1 200")) << health;
+    auto get = RawHttp(server_.http_port(), "GET /api/v1/PushMessage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_TRUE(get.starts_with("HTTP/1.1 405")) << get;
+    auto garbage = RawHttp(server_.http_port(), "HELLO\r\n\r\n");
+    EXPECT_TRUE(garbage.starts_with("HTTP/1.1 400")) << garbage;
+    EXPECT_NE(garbage.find("malformed_http"), std::string::npos) << garbage;
+    auto huge = Post("PushMessage", std::string(2 * 1024 * 1024, ' '), BusinessToken());
+    EXPECT_TRUE(huge.starts_with("HTTP/1.1 413")) << huge.substr(0, 200);
+    // The JSON error names what is wrong on one line.
+    auto msg = Post("PushMessage", R"({"text":42})", BusinessToken());
+    EXPECT_TRUE(msg.starts_with("HTTP/1.1 400")) << msg;
+    EXPECT_EQ(msg.find("^"), std::string::npos) << msg;
 }
 
 // Raw gRPC calls for the standard services, so the test needs no copy of their protos.

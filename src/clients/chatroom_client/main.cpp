@@ -249,6 +249,9 @@ private:
                 if (f.goodbye().reason() == "replaced") {
                     Status("another client took over this device; exiting");
                     exit_code_ = 1;
+                } else if (f.goodbye().reason() == "kicked") {
+                    Status("disconnected by the operator; exiting");  // reconnecting would undo the kick
+                    exit_code_ = 1;
                 }
                 return;
             default: return;  // pong, ack
