@@ -180,7 +180,9 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
 void SessionService::MarkDirectCreated(const std::string& tenant_id, const ConversationRef& ref) {
     std::lock_guard lock(mu_);
     auto it = cache_.find(Key(tenant_id, ref.id));
-    if (it != cache_.end() && !it->second.loading) {
+    if (it != cache_.end()) {
+        // Also while loading: a load that read the store before this commit must not leave the
+        // conversation marked as missing (OnLoaded only ever sets `exists`, never clears it).
         it->second.exists = true;
     }
 }
