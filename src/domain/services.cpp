@@ -156,6 +156,17 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
     e.members = std::move(members);
     // Serve the waiters in arrival order, including any that queue up while we serve.
     for (;;) {
+        if (e.stale && !e.waiters.empty()) {
+            // Membership changed since this load read the store: the waiters get a fresh read.
+            e.stale = false;
+            lock.unlock();
+            const auto sep = key.find('\x1f');
+            store_.LoadConversation(key.substr(0, sep), key.substr(sep + 1),
+                                    [this, key](Result<std::optional<ConversationInfo>> again) mutable {
+                                        OnLoaded(key, std::move(again));
+                                    });
+            return;
+        }
         std::vector<Waiter> waiters = std::move(e.waiters);
         e.waiters.clear();
         if (waiters.empty()) {
