@@ -98,7 +98,7 @@ void EmbeddedServer::Start() {
         const auto& cg = s.config.core_gateway;
         if (auto st = s.http.Listen(cg.listen_address, cg.http_port); !st) {
             s.store->Stop();
-            throw std::runtime_error(st.error().message + " (core_gateway.http_port)");
+            throw std::runtime_error(st.error().message);
         }
         if (auto st = s.grpc.Start(cg.listen_address, cg.grpc_port); !st) {
             s.store->Stop();

@@ -13,7 +13,7 @@
 #include <unordered_set>
 
 #include "core_gateway/servers.hpp"
-#include "gateway/frame_codec.hpp"
+#include "net/listen.hpp"
 
 namespace flare::core_gateway {
 
@@ -242,33 +242,10 @@ HttpApiServer::HttpApiServer(asio::io_context& io, BusinessApi& api) : impl_(std
 HttpApiServer::~HttpApiServer() = default;
 
 Status HttpApiServer::Listen(const std::string& address, uint16_t port) {
-    beast::error_code ec;
-    auto addr = asio::ip::make_address(address, ec);
-    if (ec) {
-        return MakeError(Errc::kInvalidArgument, "bad_listen_address", "'" + address + "' is not an IP address");
-    }
-    tcp::endpoint ep(addr, port);
-    auto& a = impl_->acceptor;
-    a.open(ep.protocol(), ec);
-    if (!ec) {
-        a.set_option(tcp::acceptor::reuse_address(true), ec);
-        a.bind(ep, ec);
-    }
-    if (!ec) {
-        a.listen(asio::socket_base::max_listen_connections, ec);
-    }
-    if (ec) {
-        return MakeError(Errc::kUnavailable, "listen_failed",
-                         "cannot serve the HTTP API on " + address + ":" + std::to_string(port) + ": " + ec.message());
-    }
-    return {};
+    return net::BindAndListen(impl_->acceptor, address, port, "business HTTP API (core_gateway.http_port)");
 }
 
-uint16_t HttpApiServer::port() const {
-    beast::error_code ec;
-    auto ep = impl_->acceptor.local_endpoint(ec);
-    return ec ? 0 : ep.port();
-}
+uint16_t HttpApiServer::port() const { return net::BoundPort(impl_->acceptor); }
 
 void HttpApiServer::Start() { impl_->Accept(); }
 

@@ -1,4 +1,5 @@
 #include "gateway/ws_gateway.hpp"
+#include "net/listen.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -452,43 +453,10 @@ WsGateway::~WsGateway() = default;
 
 Status WsGateway::Listen() {
     const auto& opt = impl_->options;
-    beast::error_code ec;
-    auto address = asio::ip::make_address(opt.listen_address, ec);
-    if (ec) {
-        return MakeError(Errc::kInvalidArgument, "bad_listen_address",
-                         "gateway listen address '" + opt.listen_address + "' is not an IP address");
-    }
-    tcp::endpoint ep(address, opt.port);
-    auto& a = impl_->acceptor;
-    auto fail = [&](const char* what) {
-        return MakeError(Errc::kUnavailable, "listen_failed",
-                         std::string("cannot ") + what + " " + opt.listen_address + ":" + std::to_string(opt.port) +
-                             ": " + ec.message() +
-                             (ec == asio::error::address_in_use
-                                  ? " (another process holds the port: stop it or set PORT)"
-                                  : ""));
-    };
-    a.open(ep.protocol(), ec);
-    if (ec) {
-        return fail("open");
-    }
-    a.set_option(tcp::acceptor::reuse_address(true), ec);
-    a.bind(ep, ec);
-    if (ec) {
-        return fail("bind");
-    }
-    a.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-        return fail("listen on");
-    }
-    return {};
+    return net::BindAndListen(impl_->acceptor, opt.listen_address, opt.port, "gateway (PORT)");
 }
 
-uint16_t WsGateway::port() const {
-    beast::error_code ec;
-    auto ep = impl_->acceptor.local_endpoint(ec);
-    return ec ? 0 : ep.port();
-}
+uint16_t WsGateway::port() const { return net::BoundPort(impl_->acceptor); }
 
 void WsGateway::Start() { impl_->Accept(); }
 

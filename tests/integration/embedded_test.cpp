@@ -474,15 +474,8 @@ std::string HttpGet(uint16_t port, const std::string& target) {
 
 // A WebSocket client that completes the handshake and then stops reading (a stuck phone).
 int OpenStuckWebSocket(uint16_t port, const std::string& target) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        ::close(fd);
+    int fd = ConnectLoopback(port, /*rcvbuf=*/4096);
+    if (fd < 0) {
         return -1;
     }
     std::string req = "GET " + target +

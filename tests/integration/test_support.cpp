@@ -66,14 +66,25 @@ std::string BusinessToken(const std::string& tenant, int64_t ttl_s, const std::s
     return MintToken(secret, subject, tenant, clock.NowMs() / 1000 + ttl_s, "", kBusinessRole);
 }
 
-std::string RawHttp(uint16_t port, const std::string& request) {
+int ConnectLoopback(uint16_t port, int rcvbuf) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) {
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
         ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+std::string RawHttp(uint16_t port, const std::string& request) {
+    int fd = ConnectLoopback(port);
+    if (fd < 0) {
         return "connect failed";
     }
     timeval tv{5, 0};

@@ -48,6 +48,8 @@ std::string TokenFor(const std::string& user, const std::string& tenant = "defau
 std::string BusinessToken(const std::string& tenant = "default", int64_t ttl_s = 3600,
                           const std::string& secret = kSecret, const std::string& subject = "crm");
 
+// A TCP connection to 127.0.0.1:port (-1 on failure); `rcvbuf` > 0 sets SO_RCVBUF before connecting.
+int ConnectLoopback(uint16_t port, int rcvbuf = 0);
 // Sends raw bytes to 127.0.0.1:port and returns everything read until the peer closes (5 s at most).
 std::string RawHttp(uint16_t port, const std::string& request);
 

@@ -13,14 +13,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.log "$WORK"/*.out "$WORK"/*.err; do [[ -f $f ]] && { echo "--- $f"; tail -n 20 "$f"; }; done; exit 1; }
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.05
-    done
-}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 PORT=0 LISTEN_ADDRESS=127.0.0.1 CORE_GATEWAY_GRPC_PORT=0 CORE_GATEWAY_HTTP_PORT=0 DATABASE_URL="sqlite://$WORK/f.db" \
     "$BIN/flare" serve embedded --ready-file "$WORK/ready" >"$WORK/server.log" 2>&1 &

@@ -13,16 +13,9 @@ cleanup() {
     if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.log "$WORK"/*.out "$WORK"/*.err; do [[ -f $f ]] && { echo "--- $f"; tail -n 30 "$f"; }; done; exit 1; }
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
-# wait_for SECONDS COMMAND...: polls a condition with a deadline.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.05
-    done
-}
 
 start_server() {  # start_server PORT
     rm -f "$WORK/ready"
