@@ -285,7 +285,8 @@ void PushService::Fanout(std::shared_ptr<const MessageRecord> message, MemberLis
                       skip_connection_id, done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
                          DeliveryStats stats;
                          if (devices) {  // on failure recipients catch up by seq on their next sync
-                             stats = DeliverTo(*message, *devices, skip_gateway_id, skip_connection_id);
+                             stats = DeliverTo(*message, *devices, skip_gateway_id, skip_connection_id,
+                                               /*count_users=*/static_cast<bool>(done));
                          }
                          if (done) {
                              done(stats);
@@ -299,14 +300,15 @@ void PushService::Broadcast(std::shared_ptr<const MessageRecord> message, std::f
                                   done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
         DeliveryStats stats;
         if (devices) {
-            stats = DeliverTo(*message, *devices, "", 0);
+            stats = DeliverTo(*message, *devices, "", 0, /*count_users=*/true);
         }
         done(stats);
     });
 }
 
 DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::vector<DeviceSession>& devices,
-                                     const std::string& skip_gateway_id, uint64_t skip_connection_id) {
+                                     const std::string& skip_gateway_id, uint64_t skip_connection_id,
+                                     bool count_users) {
     DeliveryStats stats;
     // Most deployments have few gateways: a small vector beats a map here.
     std::vector<std::pair<std::string, std::vector<uint64_t>>> by_gateway;
@@ -322,7 +324,9 @@ DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::ve
             it = std::prev(by_gateway.end());
         }
         it->second.push_back(d.connection_id);
-        users.push_back(d.user_id);
+        if (count_users) {
+            users.push_back(d.user_id);
+        }
     }
     for (const auto& [gateway_id, connections] : by_gateway) {
         if (DeliverySink* sink = gateways_.Find(gateway_id)) {
@@ -330,8 +334,10 @@ DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::ve
             stats.devices += connections.size();
         }
     }
-    std::sort(users.begin(), users.end());
-    stats.users = static_cast<uint64_t>(std::unique(users.begin(), users.end()) - users.begin());
+    if (count_users) {  // only business pushes ask; the chat send path skips the sort
+        std::sort(users.begin(), users.end());
+        stats.users = static_cast<uint64_t>(std::unique(users.begin(), users.end()) - users.begin());
+    }
     return stats;
 }
 

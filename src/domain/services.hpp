@@ -114,7 +114,7 @@ public:
 
 private:
     DeliveryStats DeliverTo(const MessageRecord& message, const std::vector<DeviceSession>& devices,
-                            const std::string& skip_gateway_id, uint64_t skip_connection_id);
+                            const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users);
 
     PresenceRegistry& presence_;
     GatewayDirectory& gateways_;
