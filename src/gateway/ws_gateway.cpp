@@ -11,6 +11,7 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/url/parse.hpp>
 #include <deque>
+#include <optional>
 #include <mutex>
 #include <unordered_map>
 
@@ -162,7 +163,9 @@ public:
     }
 
 private:
-    asio::awaitable<void> ReadLoop(std::shared_ptr<WsConnection> self) {
+    // The HTTP upgrade, in its own coroutine so that its parser and request are freed once the
+    // WebSocket is open (they would otherwise live as long as the connection).
+    asio::awaitable<std::optional<UpgradeParams>> Handshake() {
         const GatewayOptions& opt = gateway_->options;
         beast::flat_buffer buffer;
         http::request_parser<http::empty_body> parser;
@@ -177,12 +180,12 @@ private:
                                              ? http::status::request_header_fields_too_large
                                              : http::status::bad_request);
             }
-            co_return Finish();
+            co_return std::nullopt;
         }
         const auto& req = parser.get();
         if (!websocket::is_upgrade(req)) {
             co_await ServeHttp(req);
-            co_return Finish();
+            co_return std::nullopt;
         }
         UpgradeParams params = ParseUpgrade(req);
         text_mode_ = params.json;
@@ -198,8 +201,19 @@ private:
         ws_.auto_fragment(false);
         auto [accept_ec] = co_await ws_.async_accept(req, kTuple);
         if (accept_ec) {
+            co_return std::nullopt;
+        }
+        co_return params;
+    }
+
+    asio::awaitable<void> ReadLoop(std::shared_ptr<WsConnection> self) {
+        const GatewayOptions& opt = gateway_->options;
+        std::optional<UpgradeParams> upgraded = co_await Handshake();
+        if (!upgraded) {
             co_return Finish();
         }
+        UpgradeParams params = std::move(*upgraded);
+        beast::flat_buffer buffer;
         GatewayServices svc = gateway_->services;
         session_ = std::make_shared<ClientSession>(
             opt, svc, [weak = weak_from_this(), ex = ws_.get_executor()](std::function<void()> fn) {
@@ -212,6 +226,9 @@ private:
         session_->Start(params.token);
         for (;;) {
             buffer.clear();
+            if (buffer.capacity() > 16 * 1024) {
+                buffer.shrink_to_fit();  // one large frame must not pin its buffer for the connection's life
+            }
             auto [ec, n] = co_await ws_.async_read(buffer, kTuple);
             if (ec) {
                 if (ec == websocket::error::message_too_big) {
