@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
@@ -61,6 +62,8 @@ struct Options {
     int64_t max_messages = 1'000'000;
     int server_pid = 0;         // for RSS and CPU
     std::string run_id;
+    std::string protocol = "flare";  // or "xmpp" (direct and idle): a minimal XMPP client, for ejabberd
+    std::string xmpp_domain = "localhost";
 };
 
 // ------------------------------------------------------------------------------------- connection
@@ -166,6 +169,154 @@ private:
     FrameFn on_frame_;
     ErrorFn on_error_;
     std::string host_, target_;
+};
+
+// A minimal XMPP client (RFC 6120): SASL ANONYMOUS, resource binding, <message> stanzas. Just enough to
+// drive the same 1:1 workload against an XMPP server (ejabberd) as against Flare.
+class XmppConn : public std::enable_shared_from_this<XmppConn> {
+public:
+    using ReadyFn = std::function<void(const std::string& jid)>;
+    using BodyFn = std::function<void(const std::string& body)>;
+    using ErrorFn = std::function<void(const std::string&)>;
+
+    explicit XmppConn(asio::io_context& io) : sock_(io) {}
+
+    void Open(const Options& o, const std::string& source_ip, ReadyFn ready, BodyFn body, ErrorFn err) {
+        ready_ = std::move(ready);
+        body_ = std::move(body);
+        err_ = std::move(err);
+        domain_ = o.xmpp_domain;
+        beast::error_code ec;
+        sock_.open(tcp::v4(), ec);
+        int one = 1;
+        ::setsockopt(sock_.native_handle(), IPPROTO_IP, 24 /* IP_BIND_ADDRESS_NO_PORT */, &one, sizeof one);
+        sock_.bind(tcp::endpoint(asio::ip::make_address(source_ip), 0), ec);
+        if (ec) {
+            return err_("bind: " + ec.message());
+        }
+        sock_.async_connect(tcp::endpoint(asio::ip::make_address(o.host), o.port),
+                            [self = shared_from_this()](beast::error_code ec) {
+                                if (ec) {
+                                    return self->err_("connect: " + ec.message());
+                                }
+                                self->sock_.set_option(tcp::no_delay(true));
+                                self->Write(self->StreamHeader());
+                                self->Read();
+                            });
+    }
+
+    void SendMessage(const std::string& to, const std::string& id, const std::string& body) {
+        Write("<message to='" + to + "' id='" + id + "' type='chat'><body>" + body + "</body></message>");
+    }
+    void Ping() { Write(" "); }  // whitespace keep-alive
+    void Close() {
+        closed_ = true;
+        beast::error_code ec;
+        sock_.close(ec);
+    }
+
+private:
+    std::string StreamHeader() const {
+        return "<?xml version='1.0'?><stream:stream to='" + domain_ +
+               "' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+    }
+    void Write(std::string data) {
+        out_.push_back(std::make_shared<std::string>(std::move(data)));
+        if (!writing_) {
+            DoWrite();
+        }
+    }
+    void DoWrite() {
+        writing_ = true;
+        asio::async_write(sock_, asio::buffer(*out_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
+            self->out_.pop_front();
+            if (ec || self->out_.empty()) {
+                self->writing_ = false;
+                return;
+            }
+            self->DoWrite();
+        });
+    }
+    void Read() {
+        sock_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+            if (ec) {
+                if (!self->closed_) {
+                    self->err_("read: " + ec.message());
+                }
+                return;
+            }
+            self->in_.append(self->buf_.data(), n);
+            self->Process();
+            self->Read();
+        });
+    }
+    void Process() {
+        for (;;) {
+            if (state_ == 0 || state_ == 2) {  // waiting for stream features
+                auto end = in_.find("</stream:features>");
+                if (end == std::string::npos) {
+                    return;
+                }
+                in_.erase(0, end + 18);
+                if (state_ == 0) {
+                    Write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+                    state_ = 1;
+                } else {
+                    Write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+                    state_ = 3;
+                }
+            } else if (state_ == 1) {
+                if (in_.find("<failure") != std::string::npos) {
+                    return err_("SASL ANONYMOUS refused");
+                }
+                auto ok = in_.find("<success");
+                if (ok == std::string::npos) {
+                    return;
+                }
+                auto end = in_.find('>', ok);
+                if (end == std::string::npos) {
+                    return;
+                }
+                in_.erase(0, end + 1);
+                Write(StreamHeader());
+                state_ = 2;
+            } else if (state_ == 3) {
+                auto b = in_.find("<jid>"), e = in_.find("</jid>");
+                if (b == std::string::npos || e == std::string::npos) {
+                    return;
+                }
+                jid_ = in_.substr(b + 5, e - b - 5);
+                auto close = in_.find("</iq>", e);
+                in_.erase(0, close == std::string::npos ? e + 6 : close + 5);
+                state_ = 4;
+                ready_(jid_);
+            } else {
+                auto e = in_.find("</message>");
+                if (e == std::string::npos) {
+                    if (in_.size() > 65536 && in_.find("<message") == std::string::npos) {
+                        in_.clear();
+                    }
+                    return;
+                }
+                auto b = in_.rfind("<body>", e);
+                if (b != std::string::npos) {
+                    auto be = in_.find("</body>", b);
+                    body_(in_.substr(b + 6, be - b - 6));
+                }
+                in_.erase(0, e + 10);
+            }
+        }
+    }
+
+    tcp::socket sock_;
+    std::array<char, 16384> buf_;
+    std::string in_, domain_, jid_;
+    std::deque<std::shared_ptr<std::string>> out_;
+    bool writing_ = false, closed_ = false;
+    int state_ = 0;
+    ReadyFn ready_;
+    BodyFn body_;
+    ErrorFn err_;
 };
 
 // ------------------------------------------------------------------------------------------ stats
@@ -860,6 +1011,154 @@ int Churn(const Options& o) {
     return r.Print("churn");
 }
 
+// The direct and idle workloads over XMPP. XMPP has no per-message acknowledgement, so the window of
+// unanswered messages is counted against deliveries, and only send->deliver latency is reported.
+int DirectXmpp(const Options& o) {
+    Harness h(o);
+    Report r;
+    const int P = o.pairs;
+    struct Pair {
+        std::shared_ptr<XmppConn> a, b;
+        std::string b_jid;
+        int64_t sent = 0, delivered = 0, last_index = 0;
+    };
+    std::vector<Pair> pairs(P);
+    Histogram lat;
+    int ready = 0, errors = 0;
+    bool sending = false;
+    int64_t total_sent = 0;
+    std::function<void(int)> send_one = [&](int i) {
+        Pair& p = pairs[i];
+        ++p.sent;
+        ++total_sent;
+        p.a->SendMessage(p.b_jid, std::to_string(p.sent), std::to_string(p.sent) + ":" + std::to_string(NowNs()));
+    };
+    for (int i = 0; i < P; ++i) {
+        auto on_err = [&errors, &h](const std::string& e) {
+            if (++errors <= 5) {
+                std::fprintf(stderr, "flare-bench xmpp: %s\n", e.c_str());
+            }
+        };
+        pairs[i].a = std::make_shared<XmppConn>(h.io());
+        pairs[i].b = std::make_shared<XmppConn>(h.io());
+        pairs[i].a->Open(o, "127.0.0." + std::to_string(1 + (2 * i) % o.sources), [&](const std::string&) { ++ready; },
+                         [](const std::string&) {}, on_err);
+        pairs[i].b->Open(
+            o, "127.0.0." + std::to_string(1 + (2 * i + 1) % o.sources),
+            [&, i](const std::string& jid) {
+                pairs[i].b_jid = jid;
+                ++ready;
+            },
+            [&, i](const std::string& body) {
+                Pair& p = pairs[i];
+                const int64_t index = std::strtoll(body.c_str(), nullptr, 10);
+                if (index != p.last_index + 1) {
+                    r.Fail("xmpp pair " + std::to_string(i) + ": message " + std::to_string(index) + " after " +
+                           std::to_string(p.last_index));
+                }
+                p.last_index = index;
+                ++p.delivered;
+                auto colon = body.find(':');
+                lat.Add(NowNs() - std::strtoll(body.c_str() + colon + 1, nullptr, 10));
+                if (sending && o.rate == 0 && total_sent < o.max_messages) {
+                    send_one(i);
+                }
+            },
+            on_err);
+    }
+    if (!h.RunUntil([&] { return ready == 2 * P; }, 30)) {
+        r.Fail("only " + std::to_string(ready) + " of " + std::to_string(2 * P) + " XMPP sessions ready");
+        return r.Print("direct-xmpp");
+    }
+    sending = true;
+    const auto start = SteadyClock::now();
+    const double cpu0 = CpuSeconds(o.server_pid);
+    for (int i = 0; i < P; ++i) {
+        for (int k = 0; k < o.window; ++k) {
+            send_one(i);
+        }
+    }
+    h.RunUntil([&] { return total_sent >= o.max_messages; }, o.duration_s);
+    sending = false;
+    h.RunUntil(
+        [&] { return std::all_of(pairs.begin(), pairs.end(), [](const Pair& p) { return p.delivered == p.sent; }); },
+        10);
+    const double total_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
+    const double cpu1 = CpuSeconds(o.server_pid);
+    int64_t delivered = 0;
+    for (auto& p : pairs) {
+        delivered += p.delivered;
+        if (p.delivered != p.sent) {
+            r.Fail("xmpp: " + std::to_string(p.sent - p.delivered) + " messages not delivered");
+        }
+    }
+    h.Stopping();
+    r.Add("pairs", P);
+    r.Add("sent", static_cast<double>(total_sent));
+    r.Add("delivered", static_cast<double>(delivered));
+    r.Add("delivered per s", static_cast<double>(delivered) / total_s);
+    r.Add("deliver p50 ms", lat.PctMs(0.5), "%.3f");
+    r.Add("deliver p99 ms", lat.PctMs(0.99), "%.3f");
+    r.Add("deliver p999 ms", lat.PctMs(0.999), "%.3f");
+    if (o.server_pid > 0) {
+        r.Add("server cpu s", cpu1 - cpu0, "%.2f");
+        r.Add("server rss KiB", static_cast<double>(RssKiB(o.server_pid)));
+    }
+    if (errors > 0) {
+        r.Fail(std::to_string(errors) + " connection errors");
+    }
+    for (auto& p : pairs) {
+        p.a->Close();
+        p.b->Close();
+    }
+    return r.Print("direct-xmpp");
+}
+
+int IdleXmpp(const Options& o) {
+    Harness h(o);
+    Report r;
+    const long rss0 = RssKiB(o.server_pid);
+    std::vector<std::shared_ptr<XmppConn>> conns;
+    int ready = 0, errors = 0;
+    const auto t0 = SteadyClock::now();
+    for (int i = 0; i < o.connections; ++i) {
+        conns.push_back(std::make_shared<XmppConn>(h.io()));
+        conns.back()->Open(o, "127.0.0." + std::to_string(1 + i % o.sources), [&](const std::string&) { ++ready; },
+                           [](const std::string&) {}, [&](const std::string&) { ++errors; });
+        if (i % 500 == 499) {
+            h.RunUntil([&] { return ready + 200 >= i; }, 20);
+        }
+    }
+    // Wait for the stragglers while they keep coming; a peer that leaves a few sessions hanging is
+    // measured on the sessions it did open (at least 95 %).
+    for (int last = -1; ready < o.connections && ready != last;) {
+        last = ready;
+        h.RunUntil([&] { return ready == o.connections; }, 3);
+    }
+    if (ready < o.connections * 95 / 100) {
+        r.Fail("only " + std::to_string(ready) + " of " + std::to_string(o.connections) + " XMPP sessions ready");
+    }
+    const double connect_s = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    h.RunUntil([] { return false; }, o.duration_s);
+    const long rss1 = RssKiB(o.server_pid);
+    h.Stopping();
+    r.Add("connections", ready);
+    r.Add("connections asked", o.connections);
+    r.Add("connect seconds", connect_s, "%.2f");
+    if (o.server_pid > 0) {
+        r.Add("server rss before KiB", static_cast<double>(rss0));
+        r.Add("server rss after KiB", static_cast<double>(rss1));
+        r.Add("rss per connection KiB", ready ? static_cast<double>(rss1 - rss0) / ready : 0, "%.2f");
+    }
+    if (errors > 0) {
+        r.Fail(std::to_string(errors) + " connection errors");
+    }
+    for (auto& c : conns) {
+        c->Close();
+    }
+    return r.Print("idle-xmpp");
+}
+
 constexpr const char* kUsage = R"(usage: flare-bench SCENARIO [options]
 scenarios:
   idle    --connections N --duration S        N authenticated connections pinging; server RSS per connection
@@ -867,6 +1166,7 @@ scenarios:
                                               1:1 messages; ack and deliver latency percentiles
   room    --members M --rate R --duration S   one chatroom, one publisher; deliveries per second
   churn   --users U --rate R --duration S     connect, catch up, ack, disconnect, over and over
+  --protocol xmpp (direct, idle): a minimal XMPP client (SASL ANONYMOUS), for ejabberd side by side
 options: --host 127.0.0.1 --port 60051 --secret insecure-secret (TOKEN_SECRET) --sources 4
          (source addresses 127.0.0.1..N) --server-pid PID (for RSS and CPU)
 Targets loopback only. Exits 1 when what was delivered is wrong (missing, duplicated, out of order).
@@ -906,6 +1206,8 @@ int main(int argc, char** argv) {
         else if (k == "--duration") o.duration_s = std::strtod(v.c_str(), nullptr);
         else if (k == "--max-messages") o.max_messages = num();
         else if (k == "--server-pid") o.server_pid = static_cast<int>(num());
+        else if (k == "--protocol") o.protocol = v;
+        else if (k == "--xmpp-domain") o.xmpp_domain = v;
         else {
             std::cerr << "flare-bench: unknown option " << k << "\n" << kUsage;
             return 2;
@@ -922,6 +1224,16 @@ int main(int argc, char** argv) {
         return 2;
     }
     o.run_id = flare::RandomHexId(3);
+    if (o.protocol == "xmpp") {
+        if (o.scenario == "direct") return DirectXmpp(o);
+        if (o.scenario == "idle") return IdleXmpp(o);
+        std::cerr << "flare-bench: --protocol xmpp supports the direct and idle scenarios\n";
+        return 2;
+    }
+    if (o.protocol != "flare") {
+        std::cerr << "flare-bench: --protocol is flare or xmpp\n";
+        return 2;
+    }
     if (o.scenario == "direct") return Direct(o);
     if (o.scenario == "room") return Room(o);
     if (o.scenario == "idle") return Idle(o);
