@@ -62,6 +62,7 @@ struct Options {
     int64_t max_messages = 1'000'000;
     int server_pid = 0;         // for RSS and CPU
     std::string run_id;
+    bool batch = true;               // ask the server to batch queued frames (?batch=1)
     std::string protocol = "flare";  // or "xmpp" (direct and idle): a minimal XMPP client, for ejabberd
     std::string xmpp_domain = "localhost";
 };
@@ -82,7 +83,8 @@ public:
         const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
-        target_ = "/?token=" + flare::MintToken(o.secret, user, "bench", now_s + 3600, device);
+        target_ = "/?token=" + flare::MintToken(o.secret, user, "bench", now_s + 3600, device) +
+                  (o.batch ? "&batch=1" : "");
         host_ = o.host;
         beast::error_code ec;
         auto& sock = beast::get_lowest_layer(ws_).socket();
@@ -142,7 +144,13 @@ private:
                 return self->on_error_("undecodable frame");
             }
             self->buf_.consume(self->buf_.size());
-            self->on_frame_(f);
+            if (f.has_batch()) {
+                for (const auto& inner : f.batch().frames()) {
+                    self->on_frame_(inner);
+                }
+            } else {
+                self->on_frame_(f);
+            }
             self->Read();
         });
     }
@@ -1169,6 +1177,7 @@ scenarios:
   --protocol xmpp (direct, idle): a minimal XMPP client (SASL ANONYMOUS), for ejabberd side by side
 options: --host 127.0.0.1 --port 60051 --secret insecure-secret (TOKEN_SECRET) --sources 4
          (source addresses 127.0.0.1..N) --server-pid PID (for RSS and CPU)
+         --batch 0 (do not ask the server to batch queued frames into one message)
 Targets loopback only. Exits 1 when what was delivered is wrong (missing, duplicated, out of order).
 )";
 
@@ -1207,6 +1216,7 @@ int main(int argc, char** argv) {
         else if (k == "--max-messages") o.max_messages = num();
         else if (k == "--server-pid") o.server_pid = static_cast<int>(num());
         else if (k == "--protocol") o.protocol = v;
+        else if (k == "--batch") o.batch = v != "0";
         else if (k == "--xmpp-domain") o.xmpp_domain = v;
         else {
             std::cerr << "flare-bench: unknown option " << k << "\n" << kUsage;

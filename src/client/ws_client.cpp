@@ -50,6 +50,15 @@ struct WsClient::Impl : std::enable_shared_from_this<WsClient::Impl> {
             auto frame = gateway::DecodeServerFrame(
                 std::string_view(static_cast<const char*>(data.data()), data.size()), self->ws.got_text());
             self->buffer.consume(self->buffer.size());
+            if (frame && frame->has_batch()) {
+                for (auto& inner : *frame->mutable_batch()->mutable_frames()) {
+                    ClientEvent e;
+                    e.frame = std::move(inner);
+                    self->Emit(std::move(e));
+                }
+                self->ReadLoop();
+                return;
+            }
             ClientEvent e;
             if (frame) {
                 e.frame = std::move(frame.value());

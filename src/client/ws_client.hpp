@@ -1,6 +1,6 @@
-// A WebSocket client of the Flare client protocol, for chatroom_client, the tests and flare-bench.
+// A WebSocket client of the Flare client protocol, for chatroom_client and the tests.
 // One connection, one I/O thread; frames arrive as events, either to a handler or to a queue read
-// with Next(). Beast stays inside ws_client.cpp.
+// with Next(); Batch frames are unpacked into their frames. Beast stays inside ws_client.cpp.
 #pragma once
 
 #include <chrono>

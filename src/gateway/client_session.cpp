@@ -75,7 +75,7 @@ void ClientSession::ReplyError(const std::string& request_id, const Error& error
 
 void ClientSession::Start(const std::string& upgrade_token) {
     if (!upgrade_token.empty()) {
-        Authenticate("", upgrade_token, "", platform_);
+        Authenticate("", upgrade_token, "", platform_, false);
     }
 }
 
@@ -91,7 +91,7 @@ void ClientSession::OnClosed() {
 }
 
 void ClientSession::Authenticate(const std::string& request_id, const std::string& token,
-                                 const std::string& device_id, const std::string& platform) {
+                                 const std::string& device_id, const std::string& platform, bool accept_batches) {
     auto claims = VerifyToken(token, options_.token_secret, services_.clock.NowMs() / 1000, options_.default_tenant);
     if (!claims) {
         ReplyError(request_id, claims.error());
@@ -109,6 +109,9 @@ void ClientSession::Authenticate(const std::string& request_id, const std::strin
         return;
     }
     state_ = State::kAuthenticating;
+    if (accept_batches) {
+        host_->EnableBatching();
+    }
     principal_ = Principal{claims->tenant_id, claims->subject, device};
     if (!platform.empty()) {
         platform_ = Utf8Prefix(platform, 32);
@@ -182,7 +185,8 @@ void ClientSession::OnFrame(pb::ClientFrame frame) {
             return ReplyError(rid, MakeError(Errc::kFailedPrecondition, "already_authenticated",
                                              "this connection is already authenticated"));
         }
-        return Authenticate(rid, frame.auth().token(), frame.auth().device_id(), frame.auth().platform());
+        return Authenticate(rid, frame.auth().token(), frame.auth().device_id(), frame.auth().platform(),
+                            frame.auth().accept_batches());
     }
     if (state_ == State::kAwaitingAuth) {
         ReplyError(rid, MakeError(Errc::kUnauthenticated, "auth_required",

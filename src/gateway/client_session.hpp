@@ -47,6 +47,8 @@ public:
     virtual void Send(const pb::ServerFrame& frame) = 0;
     // Sends a Goodbye frame with the reason, then closes.
     virtual void Close(const std::string& reason, const std::string& message) = 0;
+    // The client unpacks Batch frames: queued frames may be written several to a message.
+    virtual void EnableBatching() {}
 };
 
 using Poster = std::function<void(std::function<void()>)>;
@@ -70,7 +72,7 @@ private:
     enum class State { kAwaitingAuth, kAuthenticating, kAuthenticated, kClosed };
 
     void Authenticate(const std::string& request_id, const std::string& token, const std::string& device_id,
-                      const std::string& platform);
+                      const std::string& platform, bool accept_batches);
     void Reply(pb::ServerFrame frame);
     void ReplyError(const std::string& request_id, const Error& error);
     // Runs `fn` on the strand if the session is still open; keeps the session alive until then.

@@ -45,7 +45,19 @@ struct UpgradeParams {
     std::string token;
     std::string platform;
     bool json = false;
+    bool batch = false;
 };
+
+void AppendVarint(std::string& out, uint64_t v) {
+    while (v >= 0x80) {
+        out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+        v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+}
+
+constexpr size_t kMaxBatchBytes = 64 * 1024;
+constexpr size_t kMaxBatchFrames = 256;
 
 UpgradeParams ParseUpgrade(const http::request<http::empty_body>& req) {
     UpgradeParams p;
@@ -62,6 +74,8 @@ UpgradeParams ParseUpgrade(const http::request<http::empty_body>& req) {
                 p.platform = param.value;
             } else if (param.key == "format") {
                 p.json = param.value == "json";
+            } else if (param.key == "batch") {
+                p.batch = param.value == "1" || param.value == "true";
             }
         }
     }
@@ -121,6 +135,8 @@ public:
     }
 
     bool text_mode() const { return text_mode_.load(std::memory_order_relaxed); }
+
+    void EnableBatching() override { batching_ = true; }
 
     // SessionHost (on the strand)
     void Send(const pb::ServerFrame& frame) override {
@@ -213,6 +229,7 @@ private:
             co_return Finish();
         }
         UpgradeParams params = std::move(*upgraded);
+        batching_ = params.batch;
         beast::flat_buffer buffer;
         GatewayServices svc = gateway_->services;
         session_ = std::make_shared<ClientSession>(
@@ -365,6 +382,9 @@ private:
         } else {
             write_started_ = std::chrono::steady_clock::now();
         }
+        if (batching_ && queue_.size() > 1 && !queue_.front().text) {
+            Coalesce();
+        }
         const Outbound& f = queue_.front();
         ws_.text(f.text);
         // The completion owns the buffer too: Finish() may clear the queue while the write is in flight.
@@ -382,6 +402,43 @@ private:
             }
             self->DoWrite();
         });
+    }
+
+    // Replaces the leading binary frames of the queue by one Batch frame holding them, in order:
+    // its encoding is the frames' own bytes, each as field 1 of a Batch, wrapped as field 23 of a
+    // ServerFrame, so nothing is decoded or encoded again.
+    void Coalesce() {
+        size_t count = 0, bytes = 0;
+        for (const Outbound& o : queue_) {
+            if (o.text || count == kMaxBatchFrames || (count > 0 && bytes + o.data->size() > kMaxBatchBytes)) {
+                break;
+            }
+            ++count;
+            bytes += o.data->size();
+        }
+        if (count < 2) {
+            return;
+        }
+        std::string inner;
+        inner.reserve(bytes + 6 * count);
+        for (size_t i = 0; i < count; ++i) {
+            const std::string& d = *queue_[i].data;
+            inner.push_back(0x0A);  // field 1, length-delimited
+            AppendVarint(inner, d.size());
+            inner.append(d);
+        }
+        auto batch = std::make_shared<std::string>();
+        batch->reserve(inner.size() + 8);
+        batch->push_back(static_cast<char>(0xBA));  // field 23, length-delimited: (23 << 3) | 2
+        batch->push_back(0x01);
+        AppendVarint(*batch, inner.size());
+        batch->append(inner);
+        for (size_t i = 0; i < count; ++i) {
+            queued_bytes_ -= queue_.front().data->size();
+            queue_.pop_front();
+        }
+        queued_bytes_ += batch->size();
+        queue_.push_front(Outbound{std::move(batch), false});
     }
 
     void DoClose() {
@@ -424,7 +481,7 @@ private:
     std::deque<Outbound> queue_;
     uint64_t queued_bytes_ = 0;
     std::atomic<bool> text_mode_{false};
-    bool writing_ = false, closing_ = false, close_sent_ = false, closed_ = false;
+    bool writing_ = false, closing_ = false, close_sent_ = false, closed_ = false, batching_ = false;
     std::string close_reason_;
     std::chrono::steady_clock::time_point last_activity_, opened_, write_started_;
 };

@@ -492,8 +492,8 @@ int OpenStuckWebSocket(uint16_t port, const std::string& target) {
 
 // Reads unmasked server frames until a close frame or the end of the connection; returns the payloads
 // of the data frames.
-std::vector<std::string> DrainFrames(int fd) {
-    timeval tv{10, 0};
+std::vector<std::string> DrainFrames(int fd, int timeout_s = 10) {
+    timeval tv{timeout_s, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     std::string data;
     std::vector<std::string> frames;
@@ -660,6 +660,74 @@ TEST(Embedded, EveryPlainHttpRequestGetsAnAnswer) {
     // And the server still serves WebSocket clients.
     auto a = TestClient::Login(server.port(), "user1", "d");
     EXPECT_TRUE(a->Send(kDirect12, "c", "x"));
+}
+
+// Unpacks raw binary frames into server frames (Batch frames into theirs); counts the batches.
+std::vector<pb::ServerFrame> Unpack(const std::vector<std::string>& raw, int* batches) {
+    std::vector<pb::ServerFrame> out;
+    for (const auto& r : raw) {
+        auto f = gateway::DecodeServerFrame(r, false);
+        EXPECT_TRUE(f.ok());
+        if (!f.ok()) {
+            continue;
+        }
+        if (f->has_batch()) {
+            ++*batches;
+            for (const auto& inner : f->batch().frames()) {
+                EXPECT_FALSE(inner.has_batch()) << "batches are never nested";
+                out.push_back(inner);
+            }
+        } else {
+            out.push_back(*f);
+        }
+    }
+    return out;
+}
+
+TEST(Embedded, ClientsThatAcceptBatchesGetQueuedFramesTogetherInOrder) {
+    TestServer server;
+    auto sender = TestClient::Login(server.port(), "user1", "d");
+    // A reader that asked for batches and one that did not, both reading only after the burst.
+    int with = OpenStuckWebSocket(server.port(), "/?token=" + TokenFor("user2") + "&batch=1");
+    int without = OpenStuckWebSocket(server.port(), "/?token=" + TokenFor("user2"));
+    ASSERT_GE(with, 0);
+    ASSERT_GE(without, 0);
+    auto ready = TestClient::Login(server.port(), "user3", "d");  // by now both upgrades were handled
+    constexpr int kN = 300;
+    for (int i = 1; i <= kN; ++i) {
+        pb::ClientFrame f;
+        f.set_request_id("s" + std::to_string(i));
+        f.mutable_send()->set_conversation_id(kDirect12);
+        f.mutable_send()->set_client_msg_id("c" + std::to_string(i));
+        f.mutable_send()->set_text(std::string(2000, 'b'));  // 600 KB: more than the socket buffers take at once
+        sender->SendFrame(f);
+        if (i % 100 == 0) {
+            for (int k = 0; k < 100; ++k) {
+                auto r = sender->NextPush(10s);
+                ASSERT_TRUE(r && r->has_send());
+            }
+        }
+    }
+    for (int fd : {with, without}) {
+        int batches = 0;
+        auto frames = Unpack(DrainFrames(fd, 2), &batches);
+        ::close(fd);
+        std::vector<uint64_t> seqs;
+        for (const auto& f : frames) {
+            if (f.has_message()) {
+                seqs.push_back(f.message().message().seq());
+            }
+        }
+        ASSERT_EQ(seqs.size(), static_cast<size_t>(kN)) << (fd == with ? "batching" : "plain");
+        for (int i = 0; i < kN; ++i) {
+            EXPECT_EQ(seqs[i], static_cast<uint64_t>(i + 1));
+        }
+        if (fd == with) {
+            EXPECT_GT(batches, 0) << "a backlog of frames was written one by one";
+        } else {
+            EXPECT_EQ(batches, 0) << "a client that did not ask got a batch";
+        }
+    }
 }
 
 TEST(Embedded, HealthEndpointAnswersPlainHttpOnTheGatewayPort) {

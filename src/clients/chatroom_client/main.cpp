@@ -186,6 +186,7 @@ private:
         f.mutable_auth()->set_token(Token());
         f.mutable_auth()->set_device_id(o_.device);
         f.mutable_auth()->set_platform("cli");
+        f.mutable_auth()->set_accept_batches(true);
         client_->Send(f);
     }
 
