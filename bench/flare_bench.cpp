@@ -394,6 +394,19 @@ struct Report {
             problems.push_back(why);
         }
     }
+    // p50, p99 and p999 of a latency histogram, as "<name> p50 ms" and so on.
+    void AddLatency(const std::string& name, Histogram& h) {
+        Add(name + " p50 ms", h.PctMs(0.5), "%.3f");
+        Add(name + " p99 ms", h.PctMs(0.99), "%.3f");
+        Add(name + " p999 ms", h.PctMs(0.999), "%.3f");
+    }
+    // The server's CPU time since `cpu0` and its RSS now, when its pid is known.
+    void AddServerUsage(int pid, double cpu0) {
+        if (pid > 0) {
+            Add("server cpu s", CpuSeconds(pid) - cpu0, "%.2f");
+            Add("server rss KiB", static_cast<double>(RssKiB(pid)));
+        }
+    }
     int Print(const std::string& scenario) {
         std::printf("flare-bench %s\n", scenario.c_str());
         for (auto& [k, v] : rows) {
@@ -462,6 +475,12 @@ private:
     int errors_ = 0;
     bool stopping_ = false;
 };
+
+// How many sends are due `rate` per second after `start`, capped at `max`.
+int64_t Due(SteadyClock::time_point start, int64_t rate, int64_t max) {
+    const double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
+    return std::min<int64_t>(static_cast<int64_t>(elapsed * static_cast<double>(rate)), max);
+}
 
 pb::ClientFrame SendFrame(const std::string& conv, const std::string& cid, const std::string& text) {
     pb::ClientFrame f;
@@ -610,9 +629,7 @@ int Direct(const Options& o) {
         int64_t due_sent = 0;
         h.RunUntil(
             [&] {
-                const double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
-                const int64_t due = std::min<int64_t>(static_cast<int64_t>(elapsed * static_cast<double>(o.rate)),
-                                                      o.max_messages);
+                const int64_t due = Due(start, o.rate, o.max_messages);
                 while (due_sent < due) {
                     send_one(next);
                     next = (next + 1) % P;
@@ -634,7 +651,6 @@ int Direct(const Options& o) {
     };
     h.RunUntil(all_done, 10);
     const double total_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
-    const double cpu1 = CpuSeconds(o.server_pid);
     int64_t sent = 0, acked = 0, delivered = 0;
     for (auto& p : pairs) {
         sent += p.sent;
@@ -659,16 +675,9 @@ int Direct(const Options& o) {
     r.Add("send seconds", send_s, "%.2f");
     r.Add("acked per s", static_cast<double>(acked) / total_s);
     r.Add("delivered per s", static_cast<double>(delivered) / total_s);
-    r.Add("ack p50 ms", ack_lat.PctMs(0.5), "%.3f");
-    r.Add("ack p99 ms", ack_lat.PctMs(0.99), "%.3f");
-    r.Add("ack p999 ms", ack_lat.PctMs(0.999), "%.3f");
-    r.Add("deliver p50 ms", deliver_lat.PctMs(0.5), "%.3f");
-    r.Add("deliver p99 ms", deliver_lat.PctMs(0.99), "%.3f");
-    r.Add("deliver p999 ms", deliver_lat.PctMs(0.999), "%.3f");
-    if (o.server_pid > 0) {
-        r.Add("server cpu s", cpu1 - cpu0, "%.2f");
-        r.Add("server rss KiB", static_cast<double>(RssKiB(o.server_pid)));
-    }
+    r.AddLatency("ack", ack_lat);
+    r.AddLatency("deliver", deliver_lat);
+    r.AddServerUsage(o.server_pid, cpu0);
     if (h.errors() > 0) {
         r.Fail(std::to_string(h.errors()) + " connection errors");
     }
@@ -738,8 +747,7 @@ int Room(const Options& o) {
     int64_t sent = 0;
     h.RunUntil(
         [&] {
-            const double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
-            const int64_t due = std::min<int64_t>(static_cast<int64_t>(elapsed * static_cast<double>(rate)), o.max_messages);
+            const int64_t due = Due(start, rate, o.max_messages);
             while (sent < due) {
                 ++sent;
                 conns[0]->Send(SendFrame(conv, "p" + std::to_string(sent), std::to_string(NowNs())));
@@ -760,7 +768,6 @@ int Room(const Options& o) {
     };
     h.RunUntil(done, 15);
     const double total_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
-    const double cpu1 = CpuSeconds(o.server_pid);
     int64_t deliveries = 0;
     for (int i = 1; i < o.members; ++i) {
         deliveries += members[i].got;
@@ -776,13 +783,8 @@ int Room(const Options& o) {
     r.Add("published", static_cast<double>(sent));
     r.Add("deliveries", static_cast<double>(deliveries));
     r.Add("deliveries per s", static_cast<double>(deliveries) / total_s);
-    r.Add("deliver p50 ms", lat.PctMs(0.5), "%.3f");
-    r.Add("deliver p99 ms", lat.PctMs(0.99), "%.3f");
-    r.Add("deliver p999 ms", lat.PctMs(0.999), "%.3f");
-    if (o.server_pid > 0) {
-        r.Add("server cpu s", cpu1 - cpu0, "%.2f");
-        r.Add("server rss KiB", static_cast<double>(RssKiB(o.server_pid)));
-    }
+    r.AddLatency("deliver", lat);
+    r.AddServerUsage(o.server_pid, cpu0);
     for (auto& c : conns) {
         c->Close();
     }
@@ -965,8 +967,7 @@ int Churn(const Options& o) {
     int next = 0;
     h.RunUntil(
         [&] {
-            const double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
-            const int64_t due = std::min<int64_t>(static_cast<int64_t>(elapsed * static_cast<double>(rate)), o.max_messages);
+            const int64_t due = Due(start, rate, o.max_messages);
             while (sent_total < due) {
                 User& u = users[next];
                 ++u.sent_to;
@@ -1092,7 +1093,6 @@ int DirectXmpp(const Options& o) {
         [&] { return std::all_of(pairs.begin(), pairs.end(), [](const Pair& p) { return p.delivered == p.sent; }); },
         10);
     const double total_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
-    const double cpu1 = CpuSeconds(o.server_pid);
     int64_t delivered = 0;
     for (auto& p : pairs) {
         delivered += p.delivered;
@@ -1105,13 +1105,8 @@ int DirectXmpp(const Options& o) {
     r.Add("sent", static_cast<double>(total_sent));
     r.Add("delivered", static_cast<double>(delivered));
     r.Add("delivered per s", static_cast<double>(delivered) / total_s);
-    r.Add("deliver p50 ms", lat.PctMs(0.5), "%.3f");
-    r.Add("deliver p99 ms", lat.PctMs(0.99), "%.3f");
-    r.Add("deliver p999 ms", lat.PctMs(0.999), "%.3f");
-    if (o.server_pid > 0) {
-        r.Add("server cpu s", cpu1 - cpu0, "%.2f");
-        r.Add("server rss KiB", static_cast<double>(RssKiB(o.server_pid)));
-    }
+    r.AddLatency("deliver", lat);
+    r.AddServerUsage(o.server_pid, cpu0);
     if (errors > 0) {
         r.Fail(std::to_string(errors) + " connection errors");
     }

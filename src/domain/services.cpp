@@ -78,15 +78,15 @@ void SessionService::RemoveMember(const std::string& key, const std::string& use
     it->second.members = std::move(copy);
 }
 
-void SessionService::Answer(const Entry& e, const std::string& user, const Callback<Resolved>& done) {
-    if (!e.exists && e.ref.type == ConversationType::kRoom) {
+void SessionService::Answer(Resolved r, const std::string& user, const Callback<Resolved>& done) {
+    if (!r.exists && r.ref.type == ConversationType::kRoom) {
         return done(MakeError(Errc::kNotFound, "unknown_conversation",
-                              "conversation '" + e.ref.id + "' does not exist (join the room first)"));
+                              "conversation '" + r.ref.id + "' does not exist (join the room first)"));
     }
-    if (!user.empty() && !Contains(*e.members, user)) {
-        return done(NotMember(e.ref.id));
+    if (!user.empty() && !Contains(*r.members, user)) {
+        return done(NotMember(r.ref.id));
     }
-    done(Resolved{e.ref, e.members, e.exists});
+    done(std::move(r));
 }
 
 void SessionService::Resolve(std::string tenant_id, std::string user_id, std::string conversation_id,
@@ -113,9 +113,9 @@ void SessionService::Resolve(std::string tenant_id, std::string user_id, std::st
                 e.waiters.push_back(Waiter{std::move(user_id), std::move(done)});
                 return;
             }
-            Entry snapshot{e.ref, e.members, e.exists, false, false, {}};
+            Resolved r{e.ref, e.members, e.exists};  // the one copy, taken under the lock
             lock.unlock();
-            return Answer(snapshot, user_id, done);
+            return Answer(std::move(r), user_id, done);
         }
         e.ref = ref;
         e.waiters.push_back(Waiter{std::move(user_id), std::move(done)});
@@ -178,7 +178,7 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
             }
             return;
         }
-        Entry snapshot{e.ref, e.members, e.exists, false, false, {}};
+        const Resolved snapshot{e.ref, e.members, e.exists};
         lock.unlock();
         for (auto& w : waiters) {
             Answer(snapshot, w.user_id, w.done);

@@ -81,7 +81,7 @@ private:
         std::vector<Waiter> waiters;
     };
     static std::string Key(const std::string& tenant, const std::string& conv) { return tenant + '\x1f' + conv; }
-    static void Answer(const Entry& e, const std::string& user, const Callback<Resolved>& done);
+    static void Answer(Resolved r, const std::string& user, const Callback<Resolved>& done);
     void OnLoaded(const std::string& key, Result<std::optional<ConversationInfo>> loaded);
     void AddMember(const std::string& key, const std::string& user);
     void RemoveMember(const std::string& key, const std::string& user);

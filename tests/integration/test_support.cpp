@@ -14,6 +14,14 @@
 
 namespace flare::testing {
 
+namespace {
+
+std::chrono::milliseconds Left(std::chrono::steady_clock::time_point deadline) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+}
+
+}  // namespace
+
 TestServer::TestServer(std::function<void(app::Config&)> tweak) {
     dir_ = (std::filesystem::temp_directory_path() / ("flare-it-" + RandomHexId(6))).string();
     config_ = app::LoadConfig("", {});
@@ -147,7 +155,7 @@ std::optional<pb::ServerFrame> TestClient::Request(pb::ClientFrame frame, std::c
     ws_.Send(frame);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left = Left(deadline);
         if (left.count() <= 0 || closed_) {
             return std::nullopt;
         }
@@ -170,7 +178,7 @@ std::optional<pb::ServerFrame> TestClient::NextPush(std::chrono::milliseconds ti
     }
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left = Left(deadline);
         if (left.count() <= 0 || closed_) {
             return std::nullopt;
         }
@@ -184,7 +192,7 @@ std::optional<pb::ServerFrame> TestClient::NextPush(std::chrono::milliseconds ti
 std::optional<uint16_t> TestClient::WaitClosed(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (!closed_) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left = Left(deadline);
         if (left.count() <= 0) {
             return std::nullopt;
         }
@@ -200,7 +208,7 @@ std::vector<pb::Message> TestClient::Messages(size_t n, std::chrono::millisecond
     std::vector<pb::Message> out;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (out.size() < n) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left = Left(deadline);
         if (left.count() <= 0) {
             break;
         }
