@@ -5,6 +5,7 @@
 // (or inline); callers must not block in it for long and must hop to their own executor if needed.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -116,6 +117,85 @@ public:
                         Callback<std::vector<DeviceSession>> done) = 0;
     // Every connected device of the tenant (for broadcasts).
     virtual void ListTenant(std::string tenant_id, Callback<std::vector<DeviceSession>> done) = 0;
+    // Heartbeat from a gateway: extends the lifetime of these records in adapters whose records expire
+    // (Redis: a record not refreshed within its TTL disappears, so a crashed gateway's devices go
+    // offline within a bounded time). A record now held by another connection is left alone; a
+    // record that expired meanwhile is written again. In-process adapters never expire records.
+    virtual void Refresh(std::vector<DeviceSession> sessions, StatusCallback done) = 0;
+};
+
+// Where each access gateway is: its region and the gRPC endpoint push-server delivers to. Entries
+// expire unless the gateway refreshes them, so a crashed gateway drops out of the directory.
+struct GatewayRoute {
+    std::string gateway_id;
+    std::string region;
+    std::string endpoint;  // host:port of the gateway's gRPC delivery service
+};
+
+class GatewayRouteStore {
+public:
+    virtual ~GatewayRouteStore() = default;
+    // Creates or replaces the route and (re)starts its time to live.
+    virtual void Upsert(GatewayRoute route, std::chrono::milliseconds ttl, StatusCallback done) = 0;
+    virtual void Remove(std::string gateway_id, StatusCallback done) = 0;
+    // std::nullopt when unknown or expired.
+    virtual void Get(std::string gateway_id, Callback<std::optional<GatewayRoute>> done) = 0;
+    // Every live route, ordered by gateway id.
+    virtual void List(Callback<std::vector<GatewayRoute>> done) = 0;
+};
+
+// A durable, partitioned event log between services (NATS JetStream or Kafka; in-process for tests).
+struct BusRecord {
+    std::string topic;
+    std::string key;      // records with equal keys keep their publish order (e.g. one conversation)
+    std::string payload;  // opaque bytes (a serialized protobuf)
+    uint32_t delivery_attempt = 1;  // > 1 when the record is handed out again (redelivery)
+};
+
+// Settles one record: Status ok commits it; an error makes the consumer hand the same record out
+// again after a back-off (later records of its partition wait, so order is kept).
+using BusAck = std::function<void(Status)>;
+using BusHandler = std::function<void(const BusRecord&, BusAck)>;
+
+class BusSubscription {
+public:
+    virtual ~BusSubscription() = default;
+    // Stops fetching; returns after the handler has been called for the last time. Records handed out
+    // but not acknowledged are redelivered to the group later.
+    virtual void Stop() = 0;
+};
+
+class EventBus {
+public:
+    virtual ~EventBus() = default;
+    // Appends a record to `topic`. `done` runs once the broker has durably accepted it (kUnavailable
+    // "bus_unavailable" when it could not be, kDeadlineExceeded when the broker did not answer in time).
+    virtual void Publish(std::string topic, std::string key, std::string payload, StatusCallback done) = 0;
+    // Consumes `topic` as a member of `group`: every record reaches the group at least once; within a
+    // partition the handler sees records one at a time in publish order, and the next record only after
+    // the previous one was acknowledged. Members of one group share the partitions; different groups
+    // each get every record. Records acknowledged before a crash are not handed out again.
+    virtual Result<std::unique_ptr<BusSubscription>> Subscribe(std::string topic, std::string group,
+                                                                BusHandler handler) = 0;
+};
+
+// Service discovery: where the instances of a service are. Entries live under a lease the registering
+// process keeps alive, so a crashed instance disappears within its TTL.
+struct ServiceInstance {
+    std::string service;      // e.g. "message-orchestrator"
+    std::string instance_id;  // unique per process
+    std::string endpoint;     // host:port
+    std::string region;
+};
+
+class ServiceRegistry {
+public:
+    virtual ~ServiceRegistry() = default;
+    // Registers the instance and keeps its lease alive until Deregister or destruction.
+    virtual void Register(ServiceInstance instance, std::chrono::seconds ttl, StatusCallback done) = 0;
+    virtual void Deregister(std::string service, std::string instance_id, StatusCallback done) = 0;
+    // Live instances of `service`, ordered by instance id.
+    virtual void Resolve(std::string service, Callback<std::vector<ServiceInstance>> done) = 0;
 };
 
 // A gateway's delivery side: it writes pushes to its own connections.
