@@ -109,16 +109,26 @@ start_nats() {
     echo "NATS_URL=nats://127.0.0.1:$NATS_PORT" >>"$dir/env"
 }
 
-stop_one() {  # name
-    local pidf=$dir/$1.pid pid i
-    [[ -f $pidf ]] || return 0
-    pid=$(<"$pidf")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid" 2>/dev/null || true; }
-    fi
-    rm -f "$pidf"
+# Alive and not a zombie: servers whose starting script exited are reparented, and a zombie can
+# linger for a second or two before it is reaped.
+alive() { [[ -e /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
+stop_all() {  # names...: TERM to each, then wait for all (KILL after 5 s)
+    local s pid i pids=()
+    for s in "$@"; do
+        [[ -f $dir/$s.pid ]] || continue
+        pid=$(<"$dir/$s.pid")
+        # postgres: SIGINT is its fast shutdown (TERM would wait for clients to leave)
+        if alive "$pid"; then
+            if [[ $s == pg ]]; then kill -INT "$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
+            pids+=("$pid")
+        fi
+        rm -f "$dir/$s.pid"
+    done
+    for pid in "${pids[@]}"; do
+        for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
+        if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    done
 }
 
 case $cmd in
@@ -136,7 +146,7 @@ case $cmd in
         ;;
     stop)
         [[ -d $dir ]] || exit 0
-        for s in nats etcd pg redis; do stop_one "$s"; done
+        stop_all nats etcd pg redis
         ;;
     env)
         cat "$dir/env"
