@@ -1,5 +1,6 @@
 # Thin wrapper over CMake + Ninja. `make` builds everything, `make run` serves the embedded
-# IM core in the foreground, `make test` runs the whole test suite. All set-up is automatic.
+# IM core in the foreground, `make test` runs the whole test suite (installing
+# Redis, PostgreSQL, etcd and NATS for the backend tests, which start them). All set-up is automatic.
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 CONFIG ?= config/flare.toml
@@ -24,6 +25,7 @@ run: build
 	exec $(BUILD_DIR)/bin/flare serve embedded --config $(CONFIG)
 
 test: build
+	@scripts/install_deps.sh --servers
 	@cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j $(JOBS)
 
 clean:

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Flare IM Core needs to build, run and test.
 # Idempotent and quiet when everything is already there. Run as root (or with sudo available).
+#   scripts/install_deps.sh            build and embedded-mode packages
+#   scripts/install_deps.sh --servers  also the servers of the distributed mode and its tests
+#                                      (Redis, PostgreSQL 15, etcd, NATS); none of them is started
 set -euo pipefail
 
 PACKAGES=(
@@ -12,6 +15,14 @@ PACKAGES=(
     libhiredis-dev libpq-dev librdkafka-dev libnats-dev
     libgtest-dev libgmock-dev libbenchmark-dev
 )
+
+SERVER_PACKAGES=(redis-server postgresql-15 postgresql-client-15 etcd-server etcd-client nats-server)
+if [[ ${1:-} == --servers ]]; then
+    PACKAGES+=("${SERVER_PACKAGES[@]}")
+elif [[ -n ${1:-} ]]; then
+    echo "install_deps: unknown option $1 (use --servers)" >&2
+    exit 2
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

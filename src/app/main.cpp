@@ -1,5 +1,6 @@
 // The flare binary: `flare serve embedded` runs every service in one process; `flare token` mints a
-// client token for tools like websocat. Distributed roles come with the distributed deployment.
+// client token for tools like websocat; `flare migrate`
+// applies the PostgreSQL migrations. Distributed roles come with the distributed deployment.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "app/config.hpp"
+#include "adapters/postgres/pg_migrations.hpp"
 #include "app/embedded_server.hpp"
 #include "auth/jwt.hpp"
 
@@ -26,6 +28,9 @@ constexpr const char* kUsage = R"(usage:
   flare token USER [--tenant T] [--device D] [--ttl SECONDS] [--role business]
       Prints a JWT signed with TOKEN_SECRET (default 'insecure-secret'); --role business makes a
       token for the business API (sign with BUSINESS_SECRET if the server has one).
+  flare migrate [--database-url URL]
+      Applies the PostgreSQL migrations this binary carries (migrations/postgres/) that the database
+      lacks; idempotent, never destructive. URL defaults to DATABASE_URL.
   flare version
 )";
 
@@ -115,6 +120,38 @@ int Serve(const std::vector<std::string>& args) {
     return 0;
 }
 
+int Migrate(const std::vector<std::string>& args) {
+    const char* env_url = std::getenv("DATABASE_URL");
+    std::string url = env_url ? env_url : "";
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--database-url" && i + 1 < args.size()) {
+            url = args[++i];
+        } else {
+            return Usage("unknown option '" + args[i] + "'");
+        }
+    }
+    if (url.empty()) {
+        return Usage("migrate needs --database-url postgres://... or DATABASE_URL");
+    }
+    if (!url.starts_with("postgres://") && !url.starts_with("postgresql://")) {
+        std::cerr << "flare: migrate is for PostgreSQL (postgres://...); SQLite databases migrate themselves when "
+                     "opened\n";
+        return 2;
+    }
+    auto applied = flare::PgMigrate(url);
+    if (!applied.ok()) {
+        std::cerr << "flare: migrate: " << applied.error().message << "\n";
+        return 1;
+    }
+    if (applied->empty()) {
+        std::cout << "database is up to date (" << flare::PgMigrations().size() << " migrations)\n";
+    }
+    for (const auto& name : *applied) {
+        std::cout << "applied " << name << "\n";
+    }
+    return 0;
+}
+
 int Token(const std::vector<std::string>& args) {
     if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
         std::cout << kUsage;
@@ -168,6 +205,9 @@ int main(int argc, char** argv) {
         }
         if (cmd == "token") {
             return Token(args);
+        }
+        if (cmd == "migrate") {
+            return Migrate(args);
         }
         if (cmd == "version" || cmd == "--version") {
             std::cout << "flare " << FLARE_VERSION << "\n";
