@@ -41,7 +41,8 @@ struct EmbeddedServer::Impl {
           store(MakeStore(config)),
           sessions(*store),
           push(presence, gateways),
-          orchestrator(config.limits, sessions, *store, push, clock, ids),
+          committer(*store, push),
+          orchestrator(config.limits, sessions, *store, committer, clock, ids),
           work(io.get_executor()),
           gateway(io, config.gateway, sessions, orchestrator, presence, clock),
           business(core_gateway::BusinessApiOptions{config.core_gateway.business_secret, config.gateway.default_tenant},
@@ -57,6 +58,7 @@ struct EmbeddedServer::Impl {
     MemoryGatewayDirectory gateways;
     SessionService sessions;
     PushService push;
+    LocalCommitter committer;
     MessageOrchestrator orchestrator;
     boost::asio::io_context io;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;

@@ -60,8 +60,8 @@ Error NameField(Error e, const std::string& field) {
 
 }  // namespace
 
-BusinessApi::BusinessApi(BusinessApiOptions options, const Limits& limits, MessageOrchestrator& orchestrator,
-                         PushService& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids)
+BusinessApi::BusinessApi(BusinessApiOptions options, const Limits& limits, MessagingApi& orchestrator,
+                         PushApi& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids)
     : options_(std::move(options)),
       limits_(limits),
       orchestrator_(orchestrator),
@@ -289,13 +289,18 @@ void BusinessApi::KickUser(const Caller& caller, const bpb::KickUserRequest& req
     auto list = std::make_shared<const std::vector<std::string>>(std::vector{req.user_id()});
     presence_.Lookup(caller.tenant_id, list,
                      [this, device = req.device_id(), reason = req.reason(),
-                      done = std::move(done)](Result<std::vector<DeviceSession>> devs) {
+                      done = std::move(done)](Result<std::vector<DeviceSession>> devs) mutable {
                          if (!devs) {
                              return done(devs.error());
                          }
-                         bpb::KickUserResponse out;
-                         out.set_kicked_devices(push_.Kick(*devs, device, reason));
-                         done(std::move(out));
+                         push_.Kick(std::move(*devs), device, reason, [done](Result<uint32_t> kicked) {
+                             if (!kicked) {
+                                 return done(kicked.error());
+                             }
+                             bpb::KickUserResponse out;
+                             out.set_kicked_devices(*kicked);
+                             done(std::move(out));
+                         });
                      });
 }
 

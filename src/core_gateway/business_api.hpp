@@ -27,8 +27,8 @@ struct BusinessApiOptions {
 
 class BusinessApi {
 public:
-    BusinessApi(BusinessApiOptions options, const Limits& limits, MessageOrchestrator& orchestrator,
-                PushService& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids);
+    BusinessApi(BusinessApiOptions options, const Limits& limits, MessagingApi& orchestrator,
+                PushApi& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids);
 
     // `authorization` is the header value ("Bearer <jwt>"). Errors: kUnauthenticated (missing, bad or
     // expired token), kPermissionDenied (a token without role "business", e.g. a client's).
@@ -45,8 +45,8 @@ public:
 private:
     BusinessApiOptions options_;
     Limits limits_;
-    MessageOrchestrator& orchestrator_;
-    PushService& push_;
+    MessagingApi& orchestrator_;
+    PushApi& push_;
     PresenceRegistry& presence_;
     const Clock& clock_;
     IdGenerator& ids_;

@@ -276,13 +276,12 @@ void SessionService::Ack(const Principal& who, std::string conversation_id, uint
 PushService::PushService(PresenceRegistry& presence, GatewayDirectory& gateways)
     : presence_(presence), gateways_(gateways) {}
 
-void PushService::Fanout(std::shared_ptr<const MessageRecord> message, MemberList recipients,
-                         std::string skip_gateway_id, uint64_t skip_connection_id,
+void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPlan plan,
                          std::function<void(DeliveryStats)> done) {
     const std::string tenant = message->tenant_id;
-    presence_.Lookup(tenant, std::move(recipients),
-                     [this, message = std::move(message), skip_gateway_id = std::move(skip_gateway_id),
-                      skip_connection_id, done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
+    presence_.Lookup(tenant, std::move(plan.recipients),
+                     [this, message = std::move(message), skip_gateway_id = std::move(plan.skip_gateway_id),
+                      skip_connection_id = plan.skip_connection_id, done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
                          DeliveryStats stats;
                          if (devices) {  // on failure recipients catch up by seq on their next sync
                              stats = DeliverTo(*message, *devices, skip_gateway_id, skip_connection_id,
@@ -341,8 +340,8 @@ DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::ve
     return stats;
 }
 
-uint32_t PushService::Kick(const std::vector<DeviceSession>& devices, const std::string& device_id,
-                           const std::string& reason) {
+void PushService::Kick(std::vector<DeviceSession> devices, std::string device_id, std::string reason,
+                       Callback<uint32_t> done) {
     uint32_t kicked = 0;
     for (const auto& d : devices) {
         if (!device_id.empty() && d.device_id != device_id) {
@@ -353,14 +352,36 @@ uint32_t PushService::Kick(const std::vector<DeviceSession>& devices, const std:
             ++kicked;
         }
     }
-    return kicked;
+    done(kicked);
 }
 
 // ------------------------------------------------------------------------------------- orchestrator
 
-MessageOrchestrator::MessageOrchestrator(const Limits& limits, SessionService& sessions, MessageStore& messages,
-                                         PushService& push, const Clock& clock, IdGenerator& ids)
-    : limits_(limits), sessions_(sessions), messages_(messages), push_(push), clock_(clock), ids_(ids) {}
+void LocalCommitter::Commit(AppendRequest request, FanoutPlan plan, Callback<AppendResult> done,
+                            std::function<void(DeliveryStats)> on_delivered) {
+    messages_.Append(std::move(request), [this, plan = std::move(plan), done = std::move(done),
+                                          on_delivered = std::move(on_delivered)](Result<AppendResult> r) mutable {
+        if (!r || r->duplicate) {
+            return done(std::move(r));
+        }
+        auto message = std::make_shared<const MessageRecord>(r->message);
+        if (!on_delivered) {
+            done(std::move(r));
+            push_.Fanout(std::move(message), std::move(plan));
+            return;
+        }
+        push_.Fanout(std::move(message), std::move(plan),
+                     [r = std::move(r), done = std::move(done),
+                      on_delivered = std::move(on_delivered)](DeliveryStats stats) mutable {
+                         on_delivered(stats);
+                         done(std::move(r));
+                     });
+    });
+}
+
+MessageOrchestrator::MessageOrchestrator(const Limits& limits, ConversationApi& sessions, MessageStore& messages,
+                                         MessageCommitter& committer, const Clock& clock, IdGenerator& ids)
+    : limits_(limits), sessions_(sessions), messages_(messages), committer_(committer), clock_(clock), ids_(ids) {}
 
 void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                                std::function<void(DeliveryStats)> on_delivered) {
@@ -409,37 +430,23 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                           if (!resolved->exists) {
                               req.create_with_members = *resolved->members;
                           }
-                          messages_.Append(
-                              std::move(req),
-                              [this, resolved = std::move(resolved.value()), gateway = std::move(command.gateway_id),
-                               connection = command.connection_id, done = std::move(done),
-                               on_delivered = std::move(on_delivered)](Result<AppendResult> appended) mutable {
+                          FanoutPlan plan{resolved->members, std::move(command.gateway_id),
+                                          command.connection_id};
+                          committer_.Commit(
+                              std::move(req), std::move(plan),
+                              [this, resolved = std::move(resolved.value()),
+                               done = std::move(done)](Result<AppendResult> appended) mutable {
                                   if (!appended) {
                                       return done(appended.error());
                                   }
                                   const MessageRecord& m = appended->message;
-                                  SendReceipt receipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms,
-                                                      appended->duplicate};
-                                  if (appended->duplicate) {
-                                      return done(std::move(receipt));
-                                  }
-                                  if (!resolved.exists) {
+                                  if (!appended->duplicate && !resolved.exists) {
                                       sessions_.MarkDirectCreated(m.tenant_id, resolved.ref);
                                   }
-                                  if (!on_delivered) {
-                                      done(std::move(receipt));
-                                      push_.Fanout(std::make_shared<const MessageRecord>(std::move(appended->message)),
-                                                   std::move(resolved.members), std::move(gateway), connection);
-                                      return;
-                                  }
-                                  push_.Fanout(std::make_shared<const MessageRecord>(std::move(appended->message)),
-                                               std::move(resolved.members), std::move(gateway), connection,
-                                               [receipt = std::move(receipt), done = std::move(done),
-                                                on_delivered = std::move(on_delivered)](DeliveryStats stats) mutable {
-                                                   on_delivered(stats);
-                                                   done(std::move(receipt));
-                                               });
-                              });
+                                  done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms,
+                                                   appended->duplicate});
+                              },
+                              std::move(on_delivered));
                       });
 }
 

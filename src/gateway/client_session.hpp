@@ -34,8 +34,8 @@ struct GatewayOptions {
 };
 
 struct GatewayServices {
-    SessionService& sessions;
-    MessageOrchestrator& orchestrator;
+    ConversationApi& sessions;
+    MessagingApi& orchestrator;
     PresenceRegistry& presence;
     DeliverySink& self;  // this gateway, to close a replaced device
     const Clock& clock;

@@ -518,8 +518,8 @@ void WsGateway::Impl::Accept() {
     });
 }
 
-WsGateway::WsGateway(asio::io_context& io, GatewayOptions options, SessionService& sessions,
-                     MessageOrchestrator& orchestrator, PresenceRegistry& presence, const Clock& clock)
+WsGateway::WsGateway(asio::io_context& io, GatewayOptions options, ConversationApi& sessions,
+                     MessagingApi& orchestrator, PresenceRegistry& presence, const Clock& clock)
     : impl_(std::make_shared<Impl>(io, std::move(options),
                                    GatewayServices{sessions, orchestrator, presence, *this, clock})) {}
 

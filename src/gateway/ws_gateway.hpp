@@ -16,8 +16,8 @@ namespace flare::gateway {
 
 class WsGateway final : public DeliverySink {
 public:
-    WsGateway(boost::asio::io_context& io, GatewayOptions options, SessionService& sessions,
-              MessageOrchestrator& orchestrator, PresenceRegistry& presence, const Clock& clock);
+    WsGateway(boost::asio::io_context& io, GatewayOptions options, ConversationApi& sessions,
+              MessagingApi& orchestrator, PresenceRegistry& presence, const Clock& clock);
     ~WsGateway() override;
 
     // Binds the listening socket (port 0 picks a free port). Errors: kUnavailable naming address and cause.

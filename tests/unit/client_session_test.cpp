@@ -65,8 +65,9 @@ protected:
           store_(SqliteOptions{dir_ + "/db", "normal", 64}),
           sessions_(store_),
           push_(presence_, gateways_),
+          committer_(store_, push_),
           ids_(clock_, 1),
-          orchestrator_(Limits{}, sessions_, store_, push_, clock_, ids_) {
+          orchestrator_(Limits{}, sessions_, store_, committer_, clock_, ids_) {
         store_.Start();
         options_.token_secret = "k";
     }
@@ -96,6 +97,7 @@ protected:
     MemoryGatewayDirectory gateways_;
     SessionService sessions_;
     PushService push_;
+    LocalCommitter committer_;
     TimeOrderedIdGenerator ids_;
     MessageOrchestrator orchestrator_;
     GatewayOptions options_;
