@@ -203,8 +203,11 @@ class DeliverySink {
 public:
     virtual ~DeliverySink() = default;
     // Delivers one message to the listed connections of this gateway. Unknown connections are ignored
-    // (the device went away). Must not block.
-    virtual void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids) = 0;
+    // (the device went away); a connection that already got this conversation's seq (a redelivery)
+    // does not get it again. Must not block. `done` (may be empty) runs once the gateway has queued the
+    // message on its connections, or with kUnavailable when it could not be reached.
+    virtual void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids,
+                         StatusCallback done) = 0;
     // Closes a connection with a reason frame first (used when a device is replaced).
     virtual void Disconnect(uint64_t connection_id, std::string reason, std::string message) = 0;
 };

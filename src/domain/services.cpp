@@ -1,6 +1,7 @@
 #include "domain/services.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <unordered_map>
 #include <utility>
 
@@ -282,14 +283,14 @@ void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPla
     presence_.Lookup(tenant, std::move(plan.recipients),
                      [this, message = std::move(message), skip_gateway_id = std::move(plan.skip_gateway_id),
                       skip_connection_id = plan.skip_connection_id, done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
-                         DeliveryStats stats;
-                         if (devices) {  // on failure recipients catch up by seq on their next sync
-                             stats = DeliverTo(*message, *devices, skip_gateway_id, skip_connection_id,
-                                               /*count_users=*/static_cast<bool>(done));
+                         if (!devices) {  // recipients catch up by seq on their next sync
+                             if (done) {
+                                 done(DeliveryStats{});
+                             }
+                             return;
                          }
-                         if (done) {
-                             done(stats);
-                         }
+                         DeliverTo(message, *devices, skip_gateway_id, skip_connection_id,
+                                   /*count_users=*/static_cast<bool>(done), done);
                      });
 }
 
@@ -297,17 +298,16 @@ void PushService::Broadcast(std::shared_ptr<const MessageRecord> message, std::f
     const std::string tenant = message->tenant_id;
     presence_.ListTenant(tenant, [this, message = std::move(message),
                                   done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
-        DeliveryStats stats;
-        if (devices) {
-            stats = DeliverTo(*message, *devices, "", 0, /*count_users=*/true);
+        if (!devices) {
+            return done(DeliveryStats{});
         }
-        done(stats);
+        DeliverTo(message, *devices, "", 0, /*count_users=*/true, done);
     });
 }
 
-DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::vector<DeviceSession>& devices,
-                                     const std::string& skip_gateway_id, uint64_t skip_connection_id,
-                                     bool count_users) {
+void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const std::vector<DeviceSession>& devices,
+                            const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users,
+                            std::function<void(DeliveryStats)> done) {
     DeliveryStats stats;
     // Most deployments have few gateways: a small vector beats a map here.
     std::vector<std::pair<std::string, std::vector<uint64_t>>> by_gateway;
@@ -327,9 +327,10 @@ DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::ve
             users.push_back(d.user_id);
         }
     }
+    std::vector<std::pair<DeliverySink*, const std::vector<uint64_t>*>> sinks;
     for (const auto& [gateway_id, connections] : by_gateway) {
         if (DeliverySink* sink = gateways_.Find(gateway_id)) {
-            sink->Deliver(message, connections);
+            sinks.emplace_back(sink, &connections);
             stats.devices += connections.size();
         }
     }
@@ -337,7 +338,32 @@ DeliveryStats PushService::DeliverTo(const MessageRecord& message, const std::ve
         std::sort(users.begin(), users.end());
         stats.users = static_cast<uint64_t>(std::unique(users.begin(), users.end()) - users.begin());
     }
-    return stats;
+    if (!done) {
+        for (auto [sink, connections] : sinks) {
+            sink->Deliver(*message, *connections, nullptr);
+        }
+        return;
+    }
+    if (sinks.empty()) {
+        return done(stats);
+    }
+    // Completions may come from other threads (remote gateways): the last one answers.
+    struct Pending {
+        std::atomic<size_t> left;
+        DeliveryStats stats;
+        std::function<void(DeliveryStats)> done;
+    };
+    auto pending = std::make_shared<Pending>();
+    pending->left = sinks.size();
+    pending->stats = stats;
+    pending->done = std::move(done);
+    for (auto [sink, connections] : sinks) {
+        sink->Deliver(*message, *connections, [pending, message](Status) {
+            if (pending->left.fetch_sub(1) == 1) {
+                pending->done(pending->stats);
+            }
+        });
+    }
 }
 
 void PushService::Kick(std::vector<DeviceSession> devices, std::string device_id, std::string reason,

@@ -86,8 +86,10 @@ public:
               Callback<uint32_t> done) override;
 
 private:
-    DeliveryStats DeliverTo(const MessageRecord& message, const std::vector<DeviceSession>& devices,
-                            const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users);
+    // Hands each gateway its connections; `done` (may be empty) runs once every gateway has answered.
+    void DeliverTo(std::shared_ptr<const MessageRecord> message, const std::vector<DeviceSession>& devices,
+                   const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users,
+                   std::function<void(DeliveryStats)> done);
 
     PresenceRegistry& presence_;
     GatewayDirectory& gateways_;

@@ -11,6 +11,7 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/url/parse.hpp>
 #include <deque>
+#include <map>
 #include <optional>
 #include <mutex>
 #include <unordered_map>
@@ -170,6 +171,25 @@ public:
         f.mutable_goodbye()->set_message(message);
         const bool text = text_mode();
         Enqueue(std::make_shared<const std::string>(EncodeServerFrame(f, text)), text, true);
+    }
+
+    // On the strand. True when this connection was already handed `seq` of the conversation (or a
+    // later one): the bus delivers at least once, a client sees each message once. Seq 0 (live-only
+    // broadcasts) is never deduplicated.
+    bool AlreadyPushed(const std::string& conversation_id, uint64_t seq) {
+        if (seq == 0) {
+            return false;
+        }
+        auto it = pushed_.find(conversation_id);
+        if (it == pushed_.end()) {
+            pushed_.emplace(conversation_id, seq);
+            return false;
+        }
+        if (it->second >= seq) {
+            return true;
+        }
+        it->second = seq;
+        return false;
     }
 
     void EnqueuePush(std::shared_ptr<const std::string> data, bool text) {
@@ -479,6 +499,7 @@ private:
     asio::steady_timer idle_timer_;
     std::shared_ptr<ClientSession> session_;
     std::deque<Outbound> queue_;
+    std::map<std::string, uint64_t, std::less<>> pushed_;  // conversation -> newest seq pushed
     uint64_t queued_bytes_ = 0;
     std::atomic<bool> text_mode_{false};
     bool writing_ = false, closing_ = false, close_sent_ = false, closed_ = false, batching_ = false;
@@ -560,7 +581,15 @@ size_t WsGateway::connection_count() const {
     return impl_->connections.size();
 }
 
-void WsGateway::Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids) {
+void WsGateway::Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids,
+                        StatusCallback done) {
+    DeliverLocal(message, connection_ids);
+    if (done) {
+        done(Status{});
+    }
+}
+
+void WsGateway::DeliverLocal(const MessageRecord& message, std::span<const uint64_t> connection_ids) {
     std::vector<std::shared_ptr<WsConnection>> targets;
     targets.reserve(connection_ids.size());
     {
@@ -580,13 +609,19 @@ void WsGateway::Deliver(const MessageRecord& message, std::span<const uint64_t> 
     pb::ServerFrame frame;
     ToProto(message, frame.mutable_message()->mutable_message());
     std::shared_ptr<const std::string> binary, json;
+    auto conv = std::make_shared<const std::string>(message.conversation_id);
     for (auto& c : targets) {
         const bool text = c->text_mode();
         auto& encoded = text ? json : binary;
         if (!encoded) {
             encoded = std::make_shared<const std::string>(EncodeServerFrame(frame, text));
         }
-        c->Post([c, data = encoded, text]() mutable { c->EnqueuePush(std::move(data), text); });
+        c->Post([c, data = encoded, text, seq = message.seq, conv]() mutable {
+            if (c->AlreadyPushed(*conv, seq)) {
+                return;  // a redelivery from the bus: this connection has it
+            }
+            c->EnqueuePush(std::move(data), text);
+        });
     }
 }
 

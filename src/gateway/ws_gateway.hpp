@@ -28,12 +28,15 @@ public:
     void Stop();
     size_t connection_count() const;
 
-    void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids) override;
+    void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids,
+                 StatusCallback done) override;
     void Disconnect(uint64_t connection_id, std::string reason, std::string message) override;
 
     struct Impl;
 
 private:
+    void DeliverLocal(const MessageRecord& message, std::span<const uint64_t> connection_ids);
+
     std::shared_ptr<Impl> impl_;
 };
 

@@ -51,7 +51,11 @@ class FakeHost : public SessionHost, public DeliverySink {
 public:
     void Send(const pb::ServerFrame& f) override { frames.push_back(f); }
     void Close(const std::string& reason, const std::string&) override { closed = reason; }
-    void Deliver(const MessageRecord&, std::span<const uint64_t>) override {}
+    void Deliver(const MessageRecord&, std::span<const uint64_t>, StatusCallback done) override {
+        if (done) {
+            done(Status{});
+        }
+    }
     void Disconnect(uint64_t id, std::string reason, std::string) override { disconnected.emplace_back(id, reason); }
     std::vector<pb::ServerFrame> frames;
     std::string closed;
