@@ -91,6 +91,9 @@ public:
         sock.open(tcp::v4(), ec);
         if (!ec) {
             int one = 1;
+            // SO_REUSEADDR: this client's TIME_WAIT sockets must not keep a server from binding a fixed
+            // port later (the guide's ports lie in the ephemeral range the load generator draws from).
+            sock.set_option(tcp::socket::reuse_address(true), ec);
             ::setsockopt(sock.native_handle(), IPPROTO_IP, 24 /* IP_BIND_ADDRESS_NO_PORT */, &one, sizeof one);
             sock.bind(tcp::endpoint(asio::ip::make_address(source_ip), 0), ec);
         }
@@ -197,6 +200,7 @@ public:
         beast::error_code ec;
         sock_.open(tcp::v4(), ec);
         int one = 1;
+        sock_.set_option(tcp::socket::reuse_address(true), ec);  // see the WebSocket client above
         ::setsockopt(sock_.native_handle(), IPPROTO_IP, 24 /* IP_BIND_ADDRESS_NO_PORT */, &one, sizeof one);
         sock_.bind(tcp::endpoint(asio::ip::make_address(source_ip), 0), ec);
         if (ec) {

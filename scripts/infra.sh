@@ -46,7 +46,8 @@ start_redis() {
     command -v redis-server >/dev/null || die "redis-server is not installed (scripts/install_deps.sh --servers)"
     check_free redis "$REDIS_PORT"
     mkdir -p "$dir/redis"
-    setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir/redis" \
+    # Append-only file (fsync every second): presence and routes survive a Redis restart.
+    setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly yes --dir "$dir/redis" \
         --daemonize no --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 &
     echo $! >"$dir/redis.pid"
     wait_port redis "$REDIS_PORT" $! "$dir/redis.log"
@@ -60,7 +61,12 @@ start_pg() {
     local as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
     [[ $(id -u) -eq 0 ]] || as=()
     mkdir -p "$dir/pg"
-    [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir/pg"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres:postgres "$dir/pg"
+        chmod o+x "$dir"
+        "${as[@]}" test -w "$dir/pg" ||
+            die "user postgres cannot reach $dir/pg (a parent directory is not searchable by others: chmod o+x it)"
+    fi
     if [[ ! -f $dir/pg/data/PG_VERSION ]]; then
         echo flare123 >"$dir/pg/pwfile"
         [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir/pg/pwfile"

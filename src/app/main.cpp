@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "app/config.hpp"
 #include "adapters/postgres/pg_migrations.hpp"
+#include "app/distributed.hpp"
 #include "app/embedded_server.hpp"
 #include "auth/jwt.hpp"
 
@@ -22,6 +24,12 @@ namespace {
 constexpr const char* kUsage = R"(usage:
   flare serve embedded [--config FILE] [--port N] [--ready-file FILE]
       Runs the whole IM core in this process (SQLite storage, in-process presence and push).
+  flare serve ROLE [--config FILE] [--port N] [--ready-file FILE]
+      Runs one service of the distributed deployment: signaling-online, signaling-route,
+      hook-engine, session, message-orchestrator, storage-writer, push-server, access-gateway,
+      core-gateway (also started as flare-ROLE). Environment: REDIS_URL, DATABASE_URL (postgres://),
+      BUS_URL (nats://, kafka://) or KAFKA_BOOTSTRAP_SERVERS, ETCD_ENDPOINTS, ADVERTISE_HOST,
+      GRPC_PORT, ADMIN_PORT, PRESENCE_TTL_MS, <SERVICE>_ENDPOINT (e.g. SESSION_ENDPOINT).
       Environment overrides: PORT, GATEWAY_ID, GATEWAY_REGION, LISTEN_ADDRESS, DATABASE_URL,
       TOKEN_SECRET, DEFAULT_TENANT, LOG_LEVEL, IO_THREADS, CORE_GATEWAY_GRPC_PORT,
       CORE_GATEWAY_HTTP_PORT, BUSINESS_SECRET.
@@ -44,16 +52,7 @@ int Serve(const std::vector<std::string>& args) {
         return Usage("serve needs a role");
     }
     const std::string& role = args[0];
-    if (role != "embedded") {
-        static const std::vector<std::string> kDistributed{
-            "signaling-online", "signaling-route", "hook-engine",   "session",     "message-orchestrator",
-            "storage-writer",   "push-server",     "access-gateway", "core-gateway"};
-        if (std::find(kDistributed.begin(), kDistributed.end(), role) != kDistributed.end()) {
-            std::cerr << "flare: role '" << role
-                      << "' belongs to the distributed deployment, which this build does not have yet; "
-                         "run 'flare serve embedded' for the whole IM core in one process\n";
-            return 2;
-        }
+    if (role != "embedded" && !flare::app::IsDistributedRole(role)) {
         return Usage("unknown role '" + role + "'");
     }
     std::string config_path, ready_file;
@@ -96,6 +95,18 @@ int Serve(const std::vector<std::string>& args) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
+    if (role != "embedded") {
+        std::map<std::string, std::string> denv = env;
+        for (const auto& name : flare::app::DistributedEnvironmentNames()) {
+            if (const char* v = std::getenv(name.c_str())) {
+                denv[name] = v;
+            }
+        }
+        if (config.database_url == "sqlite://data/flare.db" && !env.contains("DATABASE_URL")) {
+            config.database_url = "postgres://flare:flare123@127.0.0.1:25432/flare";  // the guide's database
+        }
+        return flare::app::RunRole(role, config, flare::app::LoadDistributedConfig(denv), ready_file, signals);
+    }
     flare::app::EmbeddedServer server(config);
     server.Start();
     const uint16_t port = server.gateway_port();
@@ -194,6 +205,11 @@ int main(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("flare"));
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
     std::vector<std::string> args(argv + 1, argv + argc);
+    // Started as flare-<role> (the operator-facing names are symlinks): `flare serve <role> ...`.
+    const std::string self = std::filesystem::path(argv[0]).filename().string();
+    if (self.starts_with("flare-") && flare::app::IsDistributedRole(self.substr(6))) {
+        args.insert(args.begin(), {"serve", self.substr(6)});
+    }
     if (args.empty()) {
         return Usage("no command");
     }

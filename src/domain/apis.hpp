@@ -35,6 +35,8 @@ struct ConversationStateView {
 struct DeliveryStats {
     uint64_t devices = 0;  // connections the message was handed to
     uint64_t users = 0;    // distinct users among them
+    bool lookup_failed = false;  // presence could not be asked: nobody was reached, a retry may be
+    uint64_t unknown_gateways = 0;  // devices sat on gateways the directory does not know (yet)
 };
 
 struct SendCommand {

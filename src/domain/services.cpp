@@ -21,8 +21,8 @@ Error NotMember(const std::string& conv) {
 
 // ------------------------------------------------------------------------------------------ session
 
-SessionService::SessionService(ConversationStore& store, size_t max_cached)
-    : store_(store), max_cached_(std::max<size_t>(max_cached, 16)) {}
+SessionService::SessionService(ConversationStore& store, size_t max_cached, bool remember_missing)
+    : store_(store), max_cached_(std::max<size_t>(max_cached, 16)), remember_missing_(remember_missing) {}
 
 size_t SessionService::cached_conversations() {
     std::lock_guard lock(mu_);
@@ -172,7 +172,7 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
         e.waiters.clear();
         if (waiters.empty()) {
             // A room that does not exist is not remembered: unknown names must not fill the cache.
-            if (e.stale || (!e.exists && e.ref.type == ConversationType::kRoom)) {
+            if (e.stale || (!e.exists && (e.ref.type == ConversationType::kRoom || !remember_missing_))) {
                 cache_.erase(it);
             } else {
                 e.loading = false;
@@ -285,7 +285,7 @@ void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPla
                       skip_connection_id = plan.skip_connection_id, done = std::move(done)](Result<std::vector<DeviceSession>> devices) {
                          if (!devices) {  // recipients catch up by seq on their next sync
                              if (done) {
-                                 done(DeliveryStats{});
+                                 done(DeliveryStats{0, 0, true});
                              }
                              return;
                          }
@@ -332,6 +332,8 @@ void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const 
         if (DeliverySink* sink = gateways_.Find(gateway_id)) {
             sinks.emplace_back(sink, &connections);
             stats.devices += connections.size();
+        } else {
+            ++stats.unknown_gateways;
         }
     }
     if (count_users) {  // only business pushes ask; the chat send path skips the sort

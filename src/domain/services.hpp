@@ -31,7 +31,10 @@ class SessionService final : public ConversationApi {
 public:
     // At most `max_cached` conversations are kept in memory; beyond that idle entries are dropped
     // (and loaded again on use).
-    explicit SessionService(ConversationStore& store, size_t max_cached = 100'000);
+    // `remember_missing`: keep "this direct conversation has no message yet" in the cache. Only right
+    // when this process sees every first message (embedded); the distributed session service asks the
+    // store again instead, since storage-writer creates conversations in another process.
+    explicit SessionService(ConversationStore& store, size_t max_cached = 100'000, bool remember_missing = true);
 
     using Resolved = ResolvedConversation;
 
@@ -71,6 +74,7 @@ private:
 
     ConversationStore& store_;
     size_t max_cached_;
+    bool remember_missing_;
     std::mutex mu_;
     std::unordered_map<std::string, Entry> cache_;
 };

@@ -85,6 +85,9 @@ void ClientSession::OnClosed() {
     if (state_ == State::kAuthenticated) {
         services_.presence.Unregister(principal_.tenant_id, principal_.user_id, principal_.device_id,
                                       options_.gateway_id, connection_id_);
+        if (services_.on_unregistered) {
+            services_.on_unregistered(connection_id_);
+        }
     }
     state_ = State::kClosed;
     host_ = nullptr;
@@ -120,9 +123,9 @@ void ClientSession::Authenticate(const std::string& request_id, const std::strin
                      options_.gateway_id,    options_.region,    connection_id_,        services_.clock.NowMs()};
     auto self = shared_from_this();
     services_.presence.Register(
-        std::move(ds), [self, request_id](Result<std::optional<DeviceSession>> replaced) {
+        ds, [self, request_id, ds](Result<std::optional<DeviceSession>> replaced) {
             Poster post = self->post_;
-            post([self, request_id, replaced = std::move(replaced)]() {
+            post([self, request_id, ds, replaced = std::move(replaced)]() {
                 if (self->state_ == State::kClosed) {
                     // The socket went away while registering: take the record back out.
                     self->services_.presence.Unregister(self->principal_.tenant_id, self->principal_.user_id,
@@ -143,6 +146,9 @@ void ClientSession::Authenticate(const std::string& request_id, const std::strin
                     }
                 }
                 self->state_ = State::kAuthenticated;
+                if (self->services_.on_registered) {
+                    self->services_.on_registered(ds);
+                }
                 pb::ServerFrame f;
                 f.set_request_id(request_id);
                 auto* a = f.mutable_auth();

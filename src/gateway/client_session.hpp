@@ -39,6 +39,10 @@ struct GatewayServices {
     PresenceRegistry& presence;
     DeliverySink& self;  // this gateway, to close a replaced device
     const Clock& clock;
+    // Optional: told when a device of this gateway is registered in presence and when it leaves (the
+    // gateway keeps the list to refresh the records' TTLs).
+    std::function<void(const DeviceSession&)> on_registered = {};
+    std::function<void(uint64_t connection_id)> on_unregistered = {};
 };
 
 class SessionHost {

@@ -110,6 +110,7 @@ struct WsGateway::Impl : std::enable_shared_from_this<WsGateway::Impl> {
     std::atomic<uint64_t> next_id{1};
     mutable std::mutex mu;
     std::unordered_map<uint64_t, std::weak_ptr<WsConnection>> connections;
+    std::unordered_map<uint64_t, DeviceSession> devices;  // registered in presence, by connection id
     bool stopping = false;
 };
 
@@ -542,7 +543,31 @@ void WsGateway::Impl::Accept() {
 WsGateway::WsGateway(asio::io_context& io, GatewayOptions options, ConversationApi& sessions,
                      MessagingApi& orchestrator, PresenceRegistry& presence, const Clock& clock)
     : impl_(std::make_shared<Impl>(io, std::move(options),
-                                   GatewayServices{sessions, orchestrator, presence, *this, clock})) {}
+                                   GatewayServices{sessions, orchestrator, presence, *this, clock})) {
+    std::weak_ptr<Impl> weak = impl_;
+    impl_->services.on_registered = [weak](const DeviceSession& d) {
+        if (auto impl = weak.lock()) {
+            std::lock_guard lock(impl->mu);
+            impl->devices[d.connection_id] = d;
+        }
+    };
+    impl_->services.on_unregistered = [weak](uint64_t id) {
+        if (auto impl = weak.lock()) {
+            std::lock_guard lock(impl->mu);
+            impl->devices.erase(id);
+        }
+    };
+}
+
+std::vector<DeviceSession> WsGateway::RegisteredDevices() const {
+    std::lock_guard lock(impl_->mu);
+    std::vector<DeviceSession> out;
+    out.reserve(impl_->devices.size());
+    for (const auto& [id, d] : impl_->devices) {
+        out.push_back(d);
+    }
+    return out;
+}
 
 WsGateway::~WsGateway() = default;
 

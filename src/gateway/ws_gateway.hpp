@@ -27,6 +27,8 @@ public:
     // Stops accepting and says goodbye ("shutdown") to every connection; returns at once.
     void Stop();
     size_t connection_count() const;
+    // The devices of this gateway registered in presence (for the TTL heartbeat).
+    std::vector<DeviceSession> RegisteredDevices() const;
 
     void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids,
                  StatusCallback done) override;

@@ -95,6 +95,7 @@ class Chat {
     struct Pending {
         std::string id;
         std::string text;
+        bool retry = false;  // refused as unavailable: sent again (same id) after retry_at_
     };
 
 public:
@@ -130,6 +131,15 @@ public:
             }
             if (ready_ && now >= next_ping_) {
                 Ping();
+            }
+            if (ready_ && retry_at_ && now >= *retry_at_) {
+                retry_at_.reset();
+                for (auto& p : pending_) {
+                    if (p.retry) {
+                        p.retry = false;
+                        SendPending(p);  // same client_msg_id: stored once however often it is sent
+                    }
+                }
             }
             if (eof_ && ready_ && pending_.empty() && !Syncing()) {
                 if (!linger_until_) {
@@ -342,6 +352,7 @@ private:
         if (!ready_ && !Syncing()) {
             ready_ = true;
             for (auto& p : pending_) {
+                p.retry = false;
                 SendPending(p);  // same client_msg_id: a retry is never stored twice
             }
         }
@@ -387,9 +398,12 @@ private:
     void OnError(const std::string& rid, const pb::Error& e) {
         auto it = std::find_if(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.id == rid; });
         if (it != pending_.end()) {
-            if (e.code() == pb::UNAVAILABLE || e.code() == pb::RESOURCE_EXHAUSTED) {
+            if (e.code() == pb::UNAVAILABLE || e.code() == pb::RESOURCE_EXHAUSTED ||
+                e.code() == pb::DEADLINE_EXCEEDED) {
                 Status("send will be retried: " + e.message());
-                return;  // resent after the next reconnect or catch-up
+                it->retry = true;  // resent in a second, or after the next reconnect or catch-up
+                retry_at_ = Clock::now() + std::chrono::seconds(1);
+                return;
             }
             std::cerr << "! send failed (" << e.reason() << "): " << e.message() << ": \"" << it->text << "\""
                       << std::endl;
@@ -483,6 +497,7 @@ private:
     std::map<std::string, Track> tracks_;
     uint64_t msg_counter_ = 0;
     std::deque<Pending> pending_;
+    std::optional<Clock::time_point> retry_at_;
     int failed_sends_ = 0;
     int backoff_ms_ = 0;
     std::optional<int> exit_code_;

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# System test of the distributed deployment, driven through the operator scripts on the guide's ports:
+#   start_multi_gateway.sh brings up Redis, PostgreSQL, etcd, NATS and the ten service processes;
+#   check_services.sh passes; user1 on gateway-beijing-1 (60051) and user2 on gateway-shanghai-1
+#   (60052) chat both ways; business_push_client reaches both; push-server and storage-writer are
+#   killed with SIGKILL mid-stream and restarted, and every acknowledged message is then delivered
+#   exactly once, in order, and stored exactly once with dense seqs; Redis is stopped for a few
+#   seconds and the gateways recover; stop_multi_gateway.sh leaves no process behind.
+set -euo pipefail
+BIN=${1:?usage: multi_gateway_e2e.sh BUILD_BIN_DIR}
+BIN=$(cd "$BIN" && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d /tmp/flare-multi-e2e.XXXXXX)
+chmod 755 "$WORK"  # PostgreSQL runs as user postgres and must reach its data directory inside
+export FLARE_BIN_DIR=$BIN FLARE_STATE_DIR=$WORK/state FLARE_LOG_DIR=$WORK TOKEN_SECRET=multi-e2e-secret
+export PRESENCE_TTL_MS=3000 LOG_LEVEL=info
+C1_PID="" C2_PID=""
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+cleanup() {
+    exec 3>&- 4>&- 2>/dev/null || true
+    for pid in $C1_PID $C2_PID; do kill -9 "$pid" 2>/dev/null || true; done
+    "$ROOT/scripts/stop_multi_gateway.sh" >/dev/null 2>&1 || true
+    if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+psql_flare() {
+    PGPASSWORD=flare123 psql -h 127.0.0.1 -p 25432 -U flare -d flare -tA -c "$1"
+}
+count_line() {  # count_line FILE REGEX: lines matching
+    grep -cE "$2" "$1" || true
+}
+
+"$ROOT/scripts/start_multi_gateway.sh" >"$WORK/start.out" 2>&1 || fail "start_multi_gateway.sh failed: $(tail -n 20 "$WORK/start.out")"
+"$ROOT/scripts/check_services.sh" >"$WORK/check.out" 2>&1 || fail "check_services.sh failed: $(grep FAIL "$WORK/check.out")"
+echo "start_multi_gateway.sh and check_services.sh: ok"
+
+mkfifo "$WORK/in1" "$WORK/in2"
+NEGOTIATION_HOST=127.0.0.1:60051 "$BIN/chatroom_client" user1 --room lobby --history 0 <"$WORK/in1" >"$WORK/u1.out" 2>"$WORK/u1.err" &
+C1_PID=$!
+NEGOTIATION_HOST=127.0.0.1:60052 "$BIN/chatroom_client" user2 --room lobby --history 0 <"$WORK/in2" >"$WORK/u2.out" 2>"$WORK/u2.err" &
+C2_PID=$!
+exec 3>"$WORK/in1" 4>"$WORK/in2"
+wait_for 15 grep -q "connected to gateway-beijing-1" "$WORK/u1.err" || fail "user1 did not connect to gateway-beijing-1"
+wait_for 15 grep -q "connected to gateway-shanghai-1" "$WORK/u2.err" || fail "user2 did not connect to gateway-shanghai-1"
+wait_for 15 grep -q "joined room lobby" "$WORK/u1.err" || fail "user1 did not join"
+wait_for 15 grep -q "joined room lobby" "$WORK/u2.err" || fail "user2 did not join"
+
+echo "hello from beijing" >&3
+wait_for 15 grep -q "user1: hello from beijing" "$WORK/u2.out" || fail "user2 (shanghai) did not get user1's message"
+echo "hello from shanghai" >&4
+wait_for 15 grep -q "user2: hello from shanghai" "$WORK/u1.out" || fail "user1 (beijing) did not get user2's message"
+echo "cross-region chat both ways: ok"
+
+MESSAGE_CONTENT="broadcast to all" GATEWAY_ENDPOINT=http://127.0.0.1:50050 "$BIN/business_push_client" >"$WORK/push1.out" 2>&1 3>&- 4>&- ||
+    fail "business_push_client (broadcast) failed: $(cat "$WORK/push1.out")"
+USER_IDS=user1,user2 MESSAGE_CONTENT="named push" "$BIN/business_push_client" >"$WORK/push2.out" 2>&1 3>&- 4>&- ||
+    fail "business_push_client (named) failed: $(cat "$WORK/push2.out")"
+for u in u1 u2; do
+    wait_for 15 grep -q "\[broadcast\] \[system\] business-system: broadcast to all" "$WORK/$u.out" || fail "$u missed the broadcast"
+    wait_for 15 grep -q "\[system\] business-system: named push" "$WORK/$u.out" || fail "$u missed the named push"
+done
+echo "business_push_client reaches both gateways: ok"
+
+# A stream of 300 messages; push-server and storage-writer die with SIGKILL in the middle of it.
+N=300
+(for i in $(seq 1 $N); do echo "stream $i"; sleep 0.01; done >&3) &
+STREAM_PID=$!
+wait_for 20 grep -q "user1: stream 60$" "$WORK/u2.out" || fail "the stream did not start"
+kill -9 "$(<"$FLARE_STATE_DIR/push-server.pid")" "$(<"$FLARE_STATE_DIR/storage-writer.pid")"
+echo "killed push-server and storage-writer (SIGKILL) after ~60 of $N messages"
+sleep 1
+# 3>&- 4>&-: servers started now must not inherit the clients' fifo writers (the clients would never
+# see end of input).
+"$ROOT/scripts/start_multi_gateway.sh" --service storage-writer >>"$WORK/start.out" 2>&1 3>&- 4>&- ||
+    fail "storage-writer did not restart"
+"$ROOT/scripts/start_multi_gateway.sh" --service push-server >>"$WORK/start.out" 2>&1 3>&- 4>&- ||
+    fail "push-server did not restart"
+wait "$STREAM_PID"
+wait_for 90 grep -q "user1: stream $N$" "$WORK/u2.out" || fail "the stream did not complete after the restart"
+got=$(count_line "$WORK/u2.out" "user1: stream [0-9]+$")
+[[ $got == "$N" ]] || fail "user2 saw $got stream messages, expected exactly $N"
+grep -oE "user1: stream [0-9]+$" "$WORK/u2.out" | awk '{print $3}' | awk -v n=$N '$1 != NR {print "position " NR " holds " $1; bad=1} END {exit bad}' ||
+    fail "user2 saw the stream out of order or with duplicates"
+own=$(count_line "$WORK/u1.out" "user1: stream [0-9]+$")
+[[ $own == "$N" ]] || fail "user1's own transcript has $own stream messages, expected $N"
+stored=$(psql_flare "SELECT count(*) || ' ' || count(DISTINCT text) FROM messages WHERE conversation_id = 'room:lobby' AND text LIKE 'stream %'")
+[[ $stored == "$N $N" ]] || fail "stored stream messages (count, distinct): $stored; expected $N $N"
+dense=$(psql_flare "SELECT count(*) = max(seq) AND min(seq) = 1 FROM messages WHERE conversation_id = 'room:lobby'")
+[[ $dense == t ]] || fail "seqs of room:lobby are not dense 1..n"
+echo "kill -9 of push-server and storage-writer: $N messages delivered exactly once, in order, stored exactly once, dense seqs: ok"
+
+# Redis stops for a few seconds (presence and routes gone with it: it keeps no data) and comes back.
+redis_pid=$(<"$FLARE_STATE_DIR/infra/redis.pid")
+kill -TERM "$redis_pid"
+wait_for 10 bash -c "! kill -0 $redis_pid 2>/dev/null || grep -q '^State:.*Z' /proc/$redis_pid/status" || fail "redis did not stop"
+echo "during the redis outage" >&3
+sleep 3
+"$ROOT/scripts/infra.sh" start "$FLARE_STATE_DIR/infra" --only redis >/dev/null 3>&- 4>&- || fail "redis did not restart"
+echo "redis stopped for 3 s and restarted"
+wait_for 30 grep -q "user1: during the redis outage" "$WORK/u2.out" || fail "a message sent during the redis outage was not delivered"
+echo "after the redis outage" >&4
+wait_for 30 grep -q "user2: after the redis outage" "$WORK/u1.out" || fail "no delivery after redis came back"
+wait_for 30 "$ROOT/scripts/check_services.sh" >"$WORK/check2.out" 2>&1 3>&- 4>&- || fail "check_services.sh fails after the redis outage: $(grep FAIL "$WORK/check2.out")"
+[[ $(count_line "$WORK/u2.out" "user1: during the redis outage") == 1 ]] || fail "the outage message arrived more than once"
+echo "redis outage: gateways recover, nothing lost or doubled: ok"
+
+exec 3>&- 4>&-
+wait_for 30 bash -c "! kill -0 $C1_PID 2>/dev/null && ! kill -0 $C2_PID 2>/dev/null" ||
+    fail "the chat clients did not finish after their input ended"
+wait "$C1_PID" || fail "user1 exited non-zero"
+wait "$C2_PID" || fail "user2 exited non-zero"
+C1_PID="" C2_PID=""
+
+pids=$(cat "$FLARE_STATE_DIR"/*.pid "$FLARE_STATE_DIR"/infra/*.pid 2>/dev/null || true)
+"$ROOT/scripts/stop_multi_gateway.sh" >"$WORK/stop.out" 2>&1 || fail "stop_multi_gateway.sh failed: $(cat "$WORK/stop.out")"
+for pid in $pids; do
+    if [[ -e /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+        fail "process $pid ($(tr '\0' ' ' </proc/"$pid"/cmdline)) is still running after stop_multi_gateway.sh"
+    fi
+done
+if pgrep -f "$BIN/flare-" >/dev/null; then
+    fail "flare processes remain: $(pgrep -af "$BIN/flare-")"
+fi
+echo "stop_multi_gateway.sh leaves no process behind: ok"
+echo "PASS"
