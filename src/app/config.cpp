@@ -144,7 +144,7 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
         }
         if (auto* t = r.Section("storage", {"database_url", "synchronous", "max_batch"})) {
             r.Str(t, "database_url", c.database_url);
-            r.Str(t, "synchronous", c.sqlite_synchronous);
+            r.Str(t, "synchronous", c.storage_synchronous);
             r.Num(t, "max_batch", c.sqlite_max_batch, 1, 100'000);
         }
         if (auto* t = r.Section("core_gateway", {"enabled", "listen_address", "grpc_port", "http_port",
@@ -179,6 +179,12 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
     }
     if (auto* v = get("DATABASE_URL")) {
         c.database_url = *v;
+    }
+    if (auto* v = get("STORAGE_SYNCHRONOUS")) {
+        if (*v != "full" && *v != "normal") {
+            throw std::runtime_error("STORAGE_SYNCHRONOUS='" + *v + "' must be \"full\" or \"normal\"");
+        }
+        c.storage_synchronous = *v;
     }
     if (auto* v = get("TOKEN_SECRET")) {
         c.gateway.token_secret = *v;
@@ -231,7 +237,7 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
 
 std::map<std::string, std::string> ReadEnvironment() {
     std::map<std::string, std::string> env;
-    for (const char* name : {"PORT", "GATEWAY_ID", "GATEWAY_REGION", "LISTEN_ADDRESS", "DATABASE_URL", "TOKEN_SECRET",
+    for (const char* name : {"PORT", "GATEWAY_ID", "GATEWAY_REGION", "LISTEN_ADDRESS", "DATABASE_URL", "STORAGE_SYNCHRONOUS", "TOKEN_SECRET",
                              "DEFAULT_TENANT", "LOG_LEVEL", "IO_THREADS", "CORE_GATEWAY_GRPC_PORT",
                              "CORE_GATEWAY_HTTP_PORT", "BUSINESS_SECRET"}) {
         if (const char* v = std::getenv(name)) {

@@ -23,7 +23,7 @@ struct Config {
     CoreGatewayOptions core_gateway;
     Limits limits;
     std::string database_url = "sqlite://data/flare.db";
-    std::string sqlite_synchronous = "full";
+    std::string storage_synchronous = "full";  // the ACK durability level: "full" or "normal"
     uint32_t sqlite_max_batch = 1024;
     uint32_t io_threads = 0;  // 0: one per core
     std::string log_level = "info";

@@ -180,7 +180,9 @@ struct RoleHost {
             throw std::runtime_error("DATABASE_URL='" + url +
                                      "': the distributed roles store in PostgreSQL (postgres://user:pass@host:port/db)");
         }
-        auto store = std::make_unique<PgStore>(PgOptions{url});
+        PgOptions o{url};
+        o.synchronous_commit = config.storage_synchronous == "full";
+        auto store = std::make_unique<PgStore>(o);
         store->Start();
         return store;
     }

@@ -27,7 +27,7 @@ std::unique_ptr<SqliteStore> MakeStore(const Config& c) {
     }
     SqliteOptions o;
     o.path = *path;
-    o.synchronous = c.sqlite_synchronous;
+    o.synchronous = c.storage_synchronous;
     o.max_batch = c.sqlite_max_batch;
     return std::make_unique<SqliteStore>(o);
 }

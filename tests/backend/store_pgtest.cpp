@@ -255,5 +255,33 @@ TEST(PgStoreContent, NulBytesAreRefusedNotTruncated) {
     EXPECT_TRUE(page->messages.empty());
 }
 
+// The "normal" durability level: commits do not wait for the WAL flush, and the data is the same.
+TEST(PgStoreDurability, RelaxedSynchronousCommitStoresTheSame) {
+    TempDatabase db;
+    ASSERT_FALSE(db.url().empty());
+    ASSERT_TRUE(PgMigrate(db.url()).ok());
+    PgOptions o{db.url()};
+    o.synchronous_commit = false;
+    {
+        PgStore store(o);
+        store.Start();
+        ASSERT_TRUE(Await<ConversationSummary>([&](auto cb) { store.JoinRoom("t1", "room:r", "alice", cb); }).ok());
+        for (int i = 1; i <= 10; ++i) {
+            AppendRequest req;
+            req.message.tenant_id = "t1";
+            req.message.conversation_id = "room:r";
+            req.message.client_msg_id = "c" + std::to_string(i);
+            req.message.server_msg_id = "s" + std::to_string(i);
+            req.message.sender_id = "alice";
+            req.message.text = "x";
+            auto r = Await<AppendResult>([&](auto cb) { store.Append(std::move(req), cb); });
+            ASSERT_TRUE(r.ok()) << r.error().message;
+            EXPECT_EQ(r->message.seq, static_cast<uint64_t>(i));
+        }
+    }
+    pg::Conn c(db.url());
+    EXPECT_EQ(c.Exec("SELECT count(*) FROM messages").Int(0, 0), 10);
+}
+
 }  // namespace
 }  // namespace flare::contract

@@ -235,7 +235,7 @@ TEST(Embedded, AckCursorNeverMovesBackAndIsClampedToTheNewestSeq) {
 }
 
 TEST(Embedded, ServerRestartLosesNoAcknowledgedMessage) {
-    TestServer server([](app::Config& c) { c.sqlite_synchronous = "full"; });
+    TestServer server([](app::Config& c) { c.storage_synchronous = "full"; });
     std::vector<std::string> server_ids;
     {
         auto a = TestClient::Login(server.port(), "user1", "d");

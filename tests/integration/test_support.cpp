@@ -35,7 +35,7 @@ TestServer::TestServer(std::function<void(app::Config&)> tweak) {
     config_.core_gateway.business_secret = kSecret;
     config_.gateway.token_secret = kSecret;
     config_.database_url = "sqlite://" + dir_ + "/flare.db";
-    config_.sqlite_synchronous = "normal";
+    config_.storage_synchronous = "normal";
     config_.io_threads = 2;
     if (tweak) {
         tweak(config_);

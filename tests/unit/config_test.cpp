@@ -40,7 +40,7 @@ TEST(Config, TheShippedFileLoadsAndMatchesTheDefaults) {
     EXPECT_EQ(c.gateway.idle_timeout_ms, d.gateway.idle_timeout_ms);
     EXPECT_EQ(c.limits.max_text_bytes, d.limits.max_text_bytes);
     EXPECT_EQ(c.database_url, d.database_url);
-    EXPECT_EQ(c.sqlite_synchronous, d.sqlite_synchronous);
+    EXPECT_EQ(c.storage_synchronous, d.storage_synchronous);
 }
 
 TEST(Config, UnknownKeysAreNamed) {

@@ -213,6 +213,9 @@ void PgStore::WriterLoop(Shard& shard) {
             conn.reset();
             try {
                 conn.emplace(options_.url);
+                if (!options_.synchronous_commit) {
+                    conn->Exec("SET synchronous_commit TO off");
+                }
                 backoff = std::chrono::milliseconds(50);
             } catch (const pg::PgError& e) {
                 spdlog::warn("postgres: {}", e.what());

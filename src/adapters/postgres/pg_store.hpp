@@ -22,6 +22,10 @@ struct PgOptions {
     size_t writer_shards = 2;  // writer threads (connections); conversations are hashed onto them
     size_t reader_threads = 2;
     size_t max_batch = 256;  // most jobs in one transaction
+    // true: a commit (and so a send's ACK) waits until PostgreSQL flushed it to disk; false
+    // (synchronous_commit = off): until it is in PostgreSQL's WAL buffers - a PostgreSQL crash can lose
+    // the last few hundred milliseconds of acknowledged writes, a crash of this process cannot.
+    bool synchronous_commit = true;
 };
 
 class PgStore final : public MessageStore, public ConversationStore {
