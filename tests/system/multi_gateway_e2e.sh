@@ -5,7 +5,9 @@
 #   (60052) chat both ways; business_push_client reaches both; push-server and storage-writer are
 #   killed with SIGKILL mid-stream and restarted, and every acknowledged message is then delivered
 #   exactly once, in order, and stored exactly once with dense seqs; Redis is stopped for a few
-#   seconds and the gateways recover; stop_multi_gateway.sh leaves no process behind.
+#   seconds and the gateways recover; a user with devices on both gateways gets messages on both; a
+#   gateway killed with SIGKILL drops its users from presence within their TTL; stop_multi_gateway.sh
+#   leaves no process behind.
 set -euo pipefail
 BIN=${1:?usage: multi_gateway_e2e.sh BUILD_BIN_DIR}
 BIN=$(cd "$BIN" && pwd)
@@ -14,12 +16,12 @@ WORK=$(mktemp -d /tmp/flare-multi-e2e.XXXXXX)
 chmod 755 "$WORK"  # PostgreSQL runs as user postgres and must reach its data directory inside
 export FLARE_BIN_DIR=$BIN FLARE_STATE_DIR=$WORK/state FLARE_LOG_DIR=$WORK TOKEN_SECRET=multi-e2e-secret
 export PRESENCE_TTL_MS=3000 LOG_LEVEL=info
-C1_PID="" C2_PID=""
+C1_PID="" C2_PID="" C3_PID=""
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cleanup() {
-    exec 3>&- 4>&- 2>/dev/null || true
-    for pid in $C1_PID $C2_PID; do kill -9 "$pid" 2>/dev/null || true; done
+    exec 3>&- 4>&- 5>&- 6>&- 2>/dev/null || true
+    for pid in $C1_PID $C2_PID $C3_PID; do kill -9 "$pid" 2>/dev/null || true; done
     "$ROOT/scripts/stop_multi_gateway.sh" >/dev/null 2>&1 || true
     if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -105,12 +107,50 @@ wait_for 30 "$ROOT/scripts/check_services.sh" >"$WORK/check2.out" 2>&1 3>&- 4>&-
 [[ $(count_line "$WORK/u2.out" "user1: during the redis outage") == 1 ]] || fail "the outage message arrived more than once"
 echo "redis outage: gateways recover, nothing lost or doubled: ok"
 
-exec 3>&- 4>&-
+# A second device of user1, on the other gateway: it gets what user2 sends and what user1's first
+# device sends.
+mkfifo "$WORK/in3"
+NEGOTIATION_HOST=127.0.0.1:60052 "$BIN/chatroom_client" user1 --device phone --room lobby --history 0 \
+    <"$WORK/in3" >"$WORK/u1b.out" 2>"$WORK/u1b.err" 3>&- 4>&- &
+C3_PID=$!
+exec 5>"$WORK/in3"
+wait_for 15 grep -q "joined room lobby" "$WORK/u1b.err" || fail "user1's second device did not join"
+echo "to both of user1's devices" >&4
+wait_for 15 grep -q "user2: to both of user1's devices" "$WORK/u1.out" || fail "user1's device on beijing missed it"
+wait_for 15 grep -q "user2: to both of user1's devices" "$WORK/u1b.out" || fail "user1's device on shanghai missed it"
+echo "from user1's first device" >&3
+wait_for 15 grep -q "user1: from user1's first device" "$WORK/u1b.out" || fail "user1's other device missed its own message"
+echo "a user with devices on both gateways gets messages on both: ok"
+
+exec 3>&- 4>&- 5>&-
 wait_for 30 bash -c "! kill -0 $C1_PID 2>/dev/null && ! kill -0 $C2_PID 2>/dev/null" ||
     fail "the chat clients did not finish after their input ended"
 wait "$C1_PID" || fail "user1 exited non-zero"
 wait "$C2_PID" || fail "user2 exited non-zero"
-C1_PID="" C2_PID=""
+wait "$C3_PID" || fail "user1's second device exited non-zero"
+C1_PID="" C2_PID="" C3_PID=""
+
+# A gateway that crashes: its users are offline once their presence TTL (3 s here) runs out.
+BT=$("$BIN/flare" token crm --role business)
+status_of() {
+    curl -s -H "Authorization: Bearer $BT" -d "{\"user_ids\":[\"$1\"]}" http://127.0.0.1:50052/api/v1/QueryUserStatus
+}
+mkfifo "$WORK/in4"
+NEGOTIATION_HOST=127.0.0.1:60052 "$BIN/chatroom_client" user3 --room lobby --history 0 <"$WORK/in4" \
+    >"$WORK/u3.out" 2>"$WORK/u3.err" &
+C3_PID=$!
+exec 6>"$WORK/in4"  # held open: user3 stays connected until the end
+wait_for 15 bash -c "$(declare -f status_of); BT=$BT; status_of user3 | grep -q gateway-shanghai-1" ||
+    fail "user3 is not listed online on gateway-shanghai-1: $(status_of user3)"
+kill -9 "$(<"$FLARE_STATE_DIR/access-gateway-gateway-shanghai-1.pid")"
+killed_at=$SECONDS
+wait_for 20 bash -c "$(declare -f status_of); BT=$BT; ! status_of user3 | grep -q gateway-shanghai-1" ||
+    fail "user3 is still listed online 20 s after its gateway died: $(status_of user3)"
+echo "crashed gateway: its users went offline after $((SECONDS - killed_at)) s (TTL 3 s): ok"
+kill -9 "$C3_PID" 2>/dev/null || true
+wait "$C3_PID" 2>/dev/null || true
+exec 6>&-
+C3_PID=""
 
 pids=$(cat "$FLARE_STATE_DIR"/*.pid "$FLARE_STATE_DIR"/infra/*.pid 2>/dev/null || true)
 "$ROOT/scripts/stop_multi_gateway.sh" >"$WORK/stop.out" 2>&1 || fail "stop_multi_gateway.sh failed: $(cat "$WORK/stop.out")"
