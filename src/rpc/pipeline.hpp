@@ -47,6 +47,8 @@ public:
     void Start();
     // Fails every send still waiting with kUnavailable.
     void Stop();
+    // When the endpoint is known only once the gRPC server bound its port (before the first Commit).
+    void set_reply_endpoint(std::string endpoint) { options_.reply_endpoint = std::move(endpoint); }
 
     void Commit(AppendRequest request, FanoutPlan plan, Callback<AppendResult> done,
                 std::function<void(DeliveryStats)> on_delivered) override;

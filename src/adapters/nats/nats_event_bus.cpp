@@ -161,6 +161,7 @@ class NatsSubscription;
 }  // namespace
 
 struct NatsEventBus::Impl : std::enable_shared_from_this<NatsEventBus::Impl> {
+    std::atomic<bool> async_published{false};
     explicit Impl(NatsEventBusOptions o) : options(std::move(o)) {
         options.partitions = std::max<uint32_t>(1, options.partitions);
         publishes->instance = RandomHexId(8);
@@ -512,7 +513,9 @@ void NatsEventBus::Impl::Stop() {
     for (auto& [id, p] : left) {
         p.done(Status{Unavailable("the NATS event bus was stopped before " + options.url + " acknowledged")});
     }
-    if (js != nullptr) {
+    // libnats 3.4 crashes in js_PublishAsyncGetPendingList on a context that never published
+    // asynchronously (its pending list does not exist yet).
+    if (js != nullptr && async_published.load()) {
         natsMsgList unacked{};
         if (js_PublishAsyncGetPendingList(&unacked, js) == NATS_OK) {
             natsMsgList_Destroy(&unacked);
@@ -577,6 +580,7 @@ void NatsEventBus::Impl::Send(uint64_t id, const std::string& topic, const std::
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MaxWait = options.publish_timeout.count();
+        async_published.store(true);
         s = js_PublishMsgAsync(js, &msg, &po);
     }
     natsMsg_Destroy(msg);  // no-op when the library took it
