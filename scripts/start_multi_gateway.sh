@@ -109,6 +109,27 @@ if [[ -n $only ]]; then
     die "unknown service '$only' (one of: signaling-online signaling-route hook-engine session message-orchestrator storage-writer push-server gateway-beijing-1 gateway-shanghai-1 core-gateway)"
 fi
 
+# The guide's service ports lie inside Linux's ephemeral range (32768-60999): an outgoing connection of
+# any process could take one of them as its local port and make the service's bind fail. As root,
+# reserve them (net.ipv4.ip_local_reserved_ports, added to what is reserved already; until reboot).
+reserve_ports() {
+    local f=/proc/sys/net/ipv4/ip_local_reserved_ports
+    local ours="50050-50052,50062,50081,50090-50091,50110,60051-60054,61051-61052"
+    [[ -w $f ]] || return 0
+    local current range lo hi covered=0
+    current=$(<"$f")
+    for range in ${current//,/ }; do  # already there (the kernel keeps the list merged and sorted)
+        lo=${range%-*} hi=${range#*-}
+        ((lo <= 50050 && 50050 <= hi)) && covered=$((covered + 1))
+        ((lo <= 61052 && 61052 <= hi)) && covered=$((covered + 1))
+    done
+    ((covered == 2)) && return 0
+    echo "${current:+$current,}$ours" >"$f" 2>/dev/null &&
+        echo "reserved the service ports from the ephemeral range (net.ipv4.ip_local_reserved_ports)"
+    return 0
+}
+
+reserve_ports
 start_infra
 "$BIN_DIR/flare" migrate --database-url "$DATABASE_URL" | sed 's/^/migrations: /'
 for s in "${SERVICES[@]}"; do

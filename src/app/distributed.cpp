@@ -426,6 +426,7 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                                                                  host.clock, *ids);
             rpc_server.AddMessages(*orchestrator, committer.get());
             serve_rpc(port);
+            committer->set_reply_endpoint(dist.advertise_host + ":" + std::to_string(rpc_server.port()));
         } else if (role_name == "storage-writer") {
             store = host.Store();
             host.OnStop([&] { store->Stop(); });

@@ -5,31 +5,14 @@
 #include <future>
 
 #include "core_gateway/servers.hpp"
+#include "rpc/status.hpp"
 #include "flare/business/v1/business.grpc.pb.h"
 
 namespace flare::core_gateway {
 
 namespace {
 
-// The one mapping of Errc to gRPC status codes.
-grpc::Status ToGrpc(const Error& e) {
-    grpc::StatusCode code = grpc::StatusCode::INTERNAL;
-    switch (e.code) {
-        case Errc::kOk: code = grpc::StatusCode::OK; break;
-        case Errc::kCancelled: code = grpc::StatusCode::CANCELLED; break;
-        case Errc::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-        case Errc::kDeadlineExceeded: code = grpc::StatusCode::DEADLINE_EXCEEDED; break;
-        case Errc::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-        case Errc::kAlreadyExists: code = grpc::StatusCode::ALREADY_EXISTS; break;
-        case Errc::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
-        case Errc::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
-        case Errc::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
-        case Errc::kInternal: code = grpc::StatusCode::INTERNAL; break;
-        case Errc::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
-        case Errc::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
-    }
-    return grpc::Status(code, e.message, e.reason);
-}
+using rpc::ToGrpc;  // the one mapping of Errc to gRPC status codes
 
 class Service final : public bpb::BusinessService::Service {
 public:

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "app/config.hpp"
+#include "app/distributed.hpp"
 
 namespace flare::app {
 namespace {
@@ -74,6 +75,57 @@ TEST(Config, BadEnvironmentValuesAreNamed) {
         FAIL() << "accepted PORT=sixty";
     } catch (const std::exception& e) {
         EXPECT_NE(std::string(e.what()).find("PORT='sixty'"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Config, StorageSynchronousIsTheAckDurabilityLevel) {
+    EXPECT_EQ(LoadConfig("", {{"STORAGE_SYNCHRONOUS", "normal"}}).storage_synchronous, "normal");
+    EXPECT_EQ(LoadConfig("", {}).storage_synchronous, "full");
+    try {
+        LoadConfig("", {{"STORAGE_SYNCHRONOUS", "fast"}});
+        FAIL() << "accepted STORAGE_SYNCHRONOUS=fast";
+    } catch (const std::exception& e) {
+        EXPECT_NE(std::string(e.what()).find("STORAGE_SYNCHRONOUS='fast'"), std::string::npos) << e.what();
+    }
+}
+
+TEST(DistributedConfig, DefaultsAreTheGuidesPorts) {
+    DistributedConfig d = LoadDistributedConfig({});
+    EXPECT_EQ(d.redis_url, "redis://127.0.0.1:26379");
+    EXPECT_EQ(d.bus_url, "nats://127.0.0.1:24222");
+    EXPECT_TRUE(d.etcd_endpoints.empty());
+    EXPECT_EQ(d.presence_ttl_ms, 30'000u);
+    EXPECT_TRUE(d.endpoints.empty());
+    ASSERT_EQ(DistributedRoles().size(), 9u);
+    EXPECT_EQ(DistributedRoles().front().name, "signaling-online");
+    EXPECT_EQ(DistributedRoles().front().grpc_port, 50051);
+    EXPECT_TRUE(IsDistributedRole("storage-writer"));
+    EXPECT_FALSE(IsDistributedRole("embedded"));
+}
+
+TEST(DistributedConfig, EnvironmentChoosesBusEndpointsAndPorts) {
+    DistributedConfig d = LoadDistributedConfig({{"KAFKA_BOOTSTRAP_SERVERS", "k1:29092,k2:29092"},
+                                                 {"SESSION_ENDPOINT", "10.0.0.5:50090"},
+                                                 {"GRPC_PORT", "7000"},
+                                                 {"PRESENCE_TTL_MS", "3000"}});
+    EXPECT_EQ(d.bus_url, "kafka://k1:29092,k2:29092");
+    EXPECT_EQ(d.endpoints.at("session"), "10.0.0.5:50090");
+    EXPECT_EQ(d.grpc_port, 7000);
+    EXPECT_EQ(d.presence_ttl_ms, 3000u);
+    // BUS_URL wins over KAFKA_BOOTSTRAP_SERVERS.
+    EXPECT_EQ(LoadDistributedConfig({{"BUS_URL", "nats://n:1"}, {"KAFKA_BOOTSTRAP_SERVERS", "k:1"}}).bus_url,
+              "nats://n:1");
+}
+
+TEST(DistributedConfig, MalformedValuesAreNamed) {
+    for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+             {"GRPC_PORT", "70000"}, {"ADMIN_PORT", "x"}, {"PRESENCE_TTL_MS", "5"}}) {
+        try {
+            LoadDistributedConfig({{name, value}});
+            ADD_FAILURE() << "accepted " << name << "=" << value;
+        } catch (const std::exception& e) {
+            EXPECT_NE(std::string(e.what()).find(name + "='" + value + "'"), std::string::npos) << e.what();
+        }
     }
 }
 
