@@ -18,9 +18,13 @@
 namespace flare::rpc {
 namespace {
 
-// Retries on UNAVAILABLE for the calls that are safe to repeat (all but Push.Broadcast and Delivery,
-// whose repeats could show a live-only broadcast twice).
+// Every channel's service config:
+// - retries on UNAVAILABLE for the calls that are safe to repeat (all but Push.Broadcast and Delivery,
+//   whose repeats could show a live-only broadcast twice);
+// - client-side health checking: a backend whose grpc.health.v1 says NOT_SERVING (a draining process)
+//   gets no new calls while another instance of the service is up.
 constexpr const char* kServiceConfig = R"({
+  "healthCheckConfig": {"serviceName": ""},
   "methodConfig": [{
     "name": [{"service": "flare.internal.v1.Presence"}, {"service": "flare.internal.v1.Routes"},
              {"service": "flare.internal.v1.Sessions"}, {"service": "flare.internal.v1.Messages"},
