@@ -159,6 +159,9 @@ struct RoleHost {
             // A crashed consumer's records are handed out again after this (running handlers report
             // progress, so a slow one is not mistaken for a dead one).
             o.ack_wait = std::chrono::milliseconds(5000);
+            // Records of one partition are handled one at a time: more partitions, more appends in
+            // flight for PostgreSQL to commit in one group (measured in docs/BENCHMARKS.md).
+            o.partitions = 32;
             auto bus = std::make_unique<NatsEventBus>(o);
             Require(bus->Start(), "event bus " + url);
             return bus;
