@@ -3,6 +3,10 @@
 # service's process (PID file), its gRPC and WebSocket ports, and its /healthz and /readyz. Prints one
 # line per check and where the logs are; exits 1 when anything is wrong.
 set -uo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
 # shellcheck source=multi_gateway_lib.sh
 source "$(dirname "$0")/multi_gateway_lib.sh"
 
@@ -37,9 +41,12 @@ for s in "${SERVICES[@]}"; do
     read -r name role grpc admin port region <<<"$s"
     pid=""
     [[ -f $STATE_DIR/$name.pid ]] && pid=$(<"$STATE_DIR/$name.pid")
-    if alive "$pid"; then ok "$name: process $pid runs"; else bad "$name: no process (PID file $STATE_DIR/$name.pid)"; fi
+    if ours "$pid" "$role"; then ok "$name: process $pid runs"; else bad "$name: no flare-$role process (PID file $STATE_DIR/$name.pid)"; fi
     if [[ $grpc != - ]]; then
         if port_open "$grpc"; then ok "$name: gRPC port $grpc open"; else bad "$name: gRPC port $grpc closed"; fi
+    fi
+    if [[ $role == core-gateway ]]; then
+        if port_open 50052; then ok "$name: HTTP/JSON port 50052 open"; else bad "$name: HTTP/JSON port 50052 closed"; fi
     fi
     if [[ -n $port ]]; then
         if port_open "$port"; then ok "$name: WebSocket port $port open"; else bad "$name: WebSocket port $port closed"; fi

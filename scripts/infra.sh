@@ -29,6 +29,15 @@ while (($#)); do
     esac
 done
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+# Servers must not keep the caller's pipes or fifos open: every descriptor above 2 is closed for them.
+close_fds() {
+    local fd
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    return 0
+}
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {  # name port pid log
@@ -47,8 +56,8 @@ start_redis() {
     check_free redis "$REDIS_PORT"
     mkdir -p "$dir/redis"
     # Append-only file (fsync every second): presence and routes survive a Redis restart.
-    setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly yes --dir "$dir/redis" \
-        --daemonize no --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 &
+    (close_fds; exec setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly yes --dir "$dir/redis" \
+        --daemonize no --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1) &
     echo $! >"$dir/redis.pid"
     wait_port redis "$REDIS_PORT" $! "$dir/redis.log"
     echo "REDIS_URL=redis://127.0.0.1:$REDIS_PORT" >>"$dir/env"
@@ -74,8 +83,8 @@ start_pg() {
             --pwfile="$dir/pg/pwfile" -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/pg-initdb.log" 2>&1 ||
             die "initdb failed; see $dir/pg-initdb.log"
     fi
-    setsid "${as[@]}" "$bin/postgres" -D "$dir/pg/data" -p "$PG_PORT" -k "$dir/pg" -c listen_addresses=127.0.0.1 \
-        -c fsync=on -c max_connections=200 </dev/null >"$dir/pg.log" 2>&1 &
+    (close_fds; exec setsid "${as[@]}" "$bin/postgres" -D "$dir/pg/data" -p "$PG_PORT" -k "$dir/pg" \
+        -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200 </dev/null >"$dir/pg.log" 2>&1) &
     echo $! >"$dir/pg.pid"
     wait_port postgresql "$PG_PORT" $! "$dir/pg.log"
     local i
@@ -96,11 +105,11 @@ start_etcd() {
     check_free etcd "$ETCD_PORT"
     local peer=$((ETCD_PORT + 1))
     check_free etcd "$peer"
-    setsid etcd --name n1 --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    (close_fds; exec setsid etcd --name n1 --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$peer" \
         --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "n1=http://127.0.0.1:$peer" \
         --initial-cluster-state new --heartbeat-interval 10 --election-timeout 100 --logger zap \
-        </dev/null >"$dir/etcd.log" 2>&1 &
+        </dev/null >"$dir/etcd.log" 2>&1) &
     echo $! >"$dir/etcd.pid"
     wait_port etcd "$ETCD_PORT" $! "$dir/etcd.log"
     echo "ETCD_ENDPOINTS=http://127.0.0.1:$ETCD_PORT" >>"$dir/env"
@@ -109,7 +118,7 @@ start_etcd() {
 start_nats() {
     command -v nats-server >/dev/null || die "nats-server is not installed (scripts/install_deps.sh --servers)"
     check_free nats "$NATS_PORT"
-    setsid nats-server -p "$NATS_PORT" -a 127.0.0.1 -js -sd "$dir/nats" </dev/null >"$dir/nats.log" 2>&1 &
+    (close_fds; exec setsid nats-server -p "$NATS_PORT" -a 127.0.0.1 -js -sd "$dir/nats" </dev/null >"$dir/nats.log" 2>&1) &
     echo $! >"$dir/nats.pid"
     wait_port nats "$NATS_PORT" $! "$dir/nats.log"
     echo "NATS_URL=nats://127.0.0.1:$NATS_PORT" >>"$dir/env"
@@ -119,11 +128,22 @@ start_nats() {
 # linger for a second or two before it is reaped.
 alive() { [[ -e /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
+# ours PID NAME: the process is the server we started (not a reused PID).
+ours() {
+    local want
+    case $2 in redis) want=redis-server ;; pg) want=postgres ;; etcd) want=etcd ;; nats) want=nats-server ;; esac
+    alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "$want"
+}
+
 stop_all() {  # names...: TERM to each, then wait for all (KILL after 5 s)
     local s pid i pids=()
     for s in "$@"; do
         [[ -f $dir/$s.pid ]] || continue
         pid=$(<"$dir/$s.pid")
+        if ! ours "$pid" "$s"; then
+            rm -f "$dir/$s.pid"
+            continue
+        fi
         # postgres: SIGINT is its fast shutdown (TERM would wait for clients to leave)
         if alive "$pid"; then
             if [[ $s == pg ]]; then kill -INT "$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi

@@ -45,3 +45,18 @@ http_ok() {
 
 # alive PID: running and not a zombie.
 alive() { [[ -n ${1:-} && -e /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
+# ours PID ROLE: the process is the flare role this deployment started (a PID file can outlive its
+# process, and the number be reused by an unrelated one).
+ours() { alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "flare-$2\b"; }
+
+# close_fds: closes every descriptor above 2 of this shell (use in the subshell that starts a server, so
+# that it does not keep the caller's pipes or fifos open).
+close_fds() {
+    local fd
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    return 0
+}

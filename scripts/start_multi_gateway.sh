@@ -22,8 +22,10 @@ source "$(dirname "$0")/multi_gateway_lib.sh"
 only=""
 while (($#)); do
     case $1 in
-        --service) only=$2; shift 2 ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        --service)
+            [[ -n ${2:-} ]] || { echo "start_multi_gateway: --service needs a name" >&2; exit 2; }
+            only=$2; shift 2 ;;
+        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "start_multi_gateway: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -59,10 +61,14 @@ start_infra() {
     "$ROOT/scripts/infra.sh" start "$STATE_DIR/infra" --only "$want" >/dev/null
 }
 
-stop_old() {  # name: stops what an earlier run of this script started under that name
+stop_old() {  # name role: stops what an earlier run of this script started under that name
     local pidf=$STATE_DIR/$1.pid pid i
     [[ -f $pidf ]] || return 0
     pid=$(<"$pidf")
+    if ! ours "$pid" "$2"; then
+        rm -f "$pidf"  # stale: that process is gone (or the number now belongs to another program)
+        return 0
+    fi
     if alive "$pid"; then
         echo "stopping $1 left from an earlier run (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
@@ -75,7 +81,7 @@ stop_old() {  # name: stops what an earlier run of this script started under tha
 start_service() {  # name role grpc admin [port region]
     local name=$1 role=$2 grpc=$3 admin=$4 port=${5:-} region=${6:-} log pid i
     log=$(log_file "$name")
-    stop_old "$name"
+    stop_old "$name" "$role"
     for p in $grpc $admin $port; do
         [[ $p == - ]] && continue
         port_open "$p" && die "port $p (for $name) is in use by another process; stop it and run again"
@@ -85,7 +91,7 @@ start_service() {  # name role grpc admin [port region]
         env=(GATEWAY_ID="${name#access-gateway-}" GATEWAY_REGION="$region" PORT="$port")
     fi
     echo "$(date '+%F %T') starting $name" >>"$log"
-    env "${env[@]}" setsid "$BIN_DIR/flare-$role" </dev/null >>"$log" 2>&1 &
+    (close_fds; exec env "${env[@]}" setsid "$BIN_DIR/flare-$role" </dev/null >>"$log" 2>&1) &
     pid=$!
     echo "$pid" >"$STATE_DIR/$name.pid"
     for ((i = 0; i < 300; i++)); do

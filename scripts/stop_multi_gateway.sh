@@ -9,16 +9,29 @@ set -euo pipefail
 source "$(dirname "$0")/multi_gateway_lib.sh"
 
 only=""
-if [[ ${1:-} == --service ]]; then
-    only=${2:?--service needs a name}
-fi
+case ${1:-} in
+    "") ;;
+    --service)
+        [[ -n ${2:-} ]] || { echo "stop_multi_gateway: --service needs a name" >&2; exit 2; }
+        only=$2 ;;
+    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "stop_multi_gateway: unknown option $1 (use --service NAME, or nothing to stop everything)" >&2; exit 2 ;;
+esac
+
+role_of() {  # service name -> its role
+    local s n r
+    for s in "${SERVICES[@]}"; do
+        read -r n r _ <<<"$s"
+        [[ $n == "$1" ]] && { echo "$r"; return; }
+    done
+}
 
 stop_pids() {  # names...: TERM all, then wait for each
     local name pid i pids=() names=()
     for name in "$@"; do
         [[ -f $STATE_DIR/$name.pid ]] || continue
         pid=$(<"$STATE_DIR/$name.pid")
-        if alive "$pid"; then
+        if ours "$pid" "$(role_of "$name")"; then
             kill -TERM "$pid" 2>/dev/null || true
             pids+=("$pid")
             names+=("$name")

@@ -6,11 +6,13 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address_v4.hpp>
 #include <condition_variable>
 #include <fstream>
 #include <future>
 #include <mutex>
 #include <stdexcept>
+#include <set>
 #include <thread>
 
 #include "adapters/etcd/etcd_registry.hpp"
@@ -72,6 +74,8 @@ Status AwaitStatus(const std::function<void(StatusCallback)>& call) {
     call([p](Status s) { p->set_value(std::move(s)); });
     return f.get();
 }
+
+std::string GrpcTarget(const std::vector<ServiceInstance>& found);
 
 void Require(const Status& s, const std::string& what) {
     if (!s.ok()) {
@@ -138,10 +142,7 @@ struct RoleHost {
             auto found = Await<std::vector<ServiceInstance>>(
                 [&](auto cb) { registry->Resolve(service, std::move(cb)); });
             if (found && !found->empty()) {
-                endpoint = "ipv4:";
-                for (size_t i = 0; i < found->size(); ++i) {
-                    endpoint += (i ? "," : "") + (*found)[i].endpoint;
-                }
+                endpoint = GrpcTarget(*found);
                 spdlog::info("{}: {} found in etcd at {}", role.name, service, endpoint);
             }
         }
@@ -219,19 +220,41 @@ struct RoleHost {
         });
     }
 
-    void AddPipelineMetrics(const std::string& prefix, const rpc::PipelineCounters& c) {
+    // `appends`: storage-writer also counts duplicates and refusals (push-server has neither).
+    void AddPipelineMetrics(const std::string& prefix, const rpc::PipelineCounters& c, bool appends) {
         metrics.Add(prefix + "_processed_total", "bus records whose work succeeded", Metrics::Type::kCounter,
                     [&c] { return static_cast<double>(c.processed.load()); });
         metrics.Add(prefix + "_retried_total", "bus records handed back for another attempt", Metrics::Type::kCounter,
                     [&c] { return static_cast<double>(c.retried.load()); });
-        metrics.Add(prefix + "_duplicates_total", "appends answered from the original", Metrics::Type::kCounter,
-                    [&c] { return static_cast<double>(c.duplicates.load()); });
-        metrics.Add(prefix + "_rejected_total", "appends refused", Metrics::Type::kCounter,
-                    [&c] { return static_cast<double>(c.rejected.load()); });
-        metrics.Add(prefix + "_malformed_total", "records that did not parse", Metrics::Type::kCounter,
+        metrics.Add(prefix + "_malformed_total", "records that did not parse (skipped)", Metrics::Type::kCounter,
                     [&c] { return static_cast<double>(c.malformed.load()); });
+        if (appends) {
+            metrics.Add(prefix + "_duplicates_total", "appends answered from the original (retries, redeliveries)",
+                        Metrics::Type::kCounter, [&c] { return static_cast<double>(c.duplicates.load()); });
+            metrics.Add(prefix + "_rejected_total", "appends refused (unknown conversation, bad content)",
+                        Metrics::Type::kCounter, [&c] { return static_cast<double>(c.rejected.load()); });
+        }
     }
 };
+
+// Several instances balance round-robin through an "ipv4:" target, which takes numeric addresses only;
+// with host names the first instance is used (DNS may still list several addresses for it).
+std::string GrpcTarget(const std::vector<ServiceInstance>& found) {
+    auto numeric = [](const std::string& ep) {
+        const auto colon = ep.rfind(':');
+        boost::system::error_code ec;
+        boost::asio::ip::make_address_v4(ep.substr(0, colon), ec);
+        return colon != std::string::npos && !ec;
+    };
+    if (found.size() == 1 || !std::all_of(found.begin(), found.end(), [&](const auto& i) { return numeric(i.endpoint); })) {
+        return found.front().endpoint;
+    }
+    std::string target = "ipv4:";
+    for (size_t i = 0; i < found.size(); ++i) {
+        target += (i ? "," : "") + found[i].endpoint;
+    }
+    return target;
+}
 
 void WriteReady(const std::string& file, const std::string& text) {
     if (!file.empty()) {
@@ -366,6 +389,11 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
     std::vector<std::thread> io_threads;
     std::unique_ptr<gateway::WsGateway> ws;
     std::unique_ptr<Ticker> heartbeat;
+    struct Guard {
+        std::mutex mu;
+        bool alive = true;
+    };
+    auto heartbeat_guard = std::make_shared<Guard>();
     std::unique_ptr<core_gateway::BusinessApi> business;
     std::unique_ptr<core_gateway::GrpcServer> business_grpc;
     std::unique_ptr<core_gateway::HttpApiServer> business_http;
@@ -412,9 +440,11 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             store = host.Store();  // reads (history and sync) go straight to PostgreSQL
             host.OnStop([&] { store->Stop(); });
             bus = host.Bus();
+            // Stopped (pending publishes completed) before the objects their callbacks point to go away.
+            host.OnStop([&] { bus.reset(); });
             session_client = rpc::MakeSessionClient(host.Peer("session"));
             presence_client = rpc::MakePresenceClient(host.Peer("signaling-online"));
-            const uint16_t port = host.GrpcPort();
+            const uint16_t port = host.GrpcPort();  // 0 only when asked for: then known after serve_rpc
             committer = std::make_unique<rpc::BusCommitter>(
                 *bus, presence_client.get(),
                 rpc::BusCommitterOptions{dist.advertise_host + ":" + std::to_string(port)});
@@ -429,16 +459,21 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                                                                  host.clock, *ids);
             rpc_server.AddMessages(*orchestrator, committer.get());
             serve_rpc(port);
-            committer->set_reply_endpoint(dist.advertise_host + ":" + std::to_string(rpc_server.port()));
+            if (port == 0) {
+                committer->set_reply_endpoint(dist.advertise_host + ":" + std::to_string(rpc_server.port()));
+            }
         } else if (role_name == "storage-writer") {
+            // Shutdown runs: writer stop, store drain (its last appends still publish), bus stop, in that
+            // order, so no publish completes into a destroyed object.
+            bus = host.Bus();
+            host.OnStop([&] { bus.reset(); });
             store = host.Store();
             host.OnStop([&] { store->Stop(); });
-            bus = host.Bus();
             replier = std::make_unique<rpc::AppendReplier>();
             writer = std::make_unique<rpc::StorageWriter>(*bus, *store, *replier);
             Require(writer->Start(), "consuming the append topic");
             host.OnStop([&] { writer->Stop(); });
-            host.AddPipelineMetrics("flare_storage_writer", writer->counters());
+            host.AddPipelineMetrics("flare_storage_writer", writer->counters(), /*appends=*/true);
             ready += "0";
         } else if (role_name == "push-server") {
             presence_client = rpc::MakePresenceClient(host.Peer("signaling-online"));
@@ -452,10 +487,11 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             rpc_server.AddPush(*push);
             serve_rpc(host.GrpcPort());
             bus = host.Bus();
+            host.OnStop([&] { bus.reset(); });
             push_worker = std::make_unique<rpc::PushWorker>(*bus, *push);
             Require(push_worker->Start(), "consuming the committed topic");
             host.OnStop([&] { push_worker->Stop(); });
-            host.AddPipelineMetrics("flare_push", push_worker->counters());
+            host.AddPipelineMetrics("flare_push", push_worker->counters(), /*appends=*/false);
         } else if (role_name == "access-gateway") {
             presence_client = rpc::MakePresenceClient(host.Peer("signaling-online"));
             route_client = rpc::MakeRouteClient(host.Peer("signaling-route"));
@@ -487,19 +523,46 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                     for (size_t i = 0; i < devices.size(); i += 500) {
                         std::vector<DeviceSession> chunk(devices.begin() + static_cast<long>(i),
                                                          devices.begin() + static_cast<long>(std::min(i + 500, devices.size())));
-                        presence_client->Refresh(std::move(chunk), [](Status s) {
+                        auto sent = std::make_shared<std::vector<DeviceSession>>(chunk);
+                        presence_client->Refresh(std::move(chunk), [&, sent, guard = heartbeat_guard](Status s) {
+                            std::lock_guard alive(guard->mu);  // the gateway is not torn down meanwhile
+                            if (!guard->alive) {
+                                return;
+                            }
                             if (!s.ok()) {
                                 spdlog::warn("gateway: presence heartbeat failed: {}", s.error().message);
+                                return;
+                            }
+                            // A device that disconnected while this refresh was on its way may have been
+                            // written back by it: take those out again (their Unregister went first).
+                            auto now = ws->RegisteredDevices();
+                            std::set<uint64_t> live;
+                            for (const auto& d : now) {
+                                live.insert(d.connection_id);
+                            }
+                            for (const auto& d : *sent) {
+                                if (!live.contains(d.connection_id)) {
+                                    presence_client->Unregister(d.tenant_id, d.user_id, d.device_id, d.gateway_id,
+                                                                d.connection_id);
+                                }
                             }
                         });
                     }
                 });
             host.OnStop([&] {
                 heartbeat.reset();
+                {
+                    std::lock_guard lock(heartbeat_guard->mu);
+                    heartbeat_guard->alive = false;  // refreshes still answered from now on touch nothing
+                }
                 ws->Stop();
                 const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
                 while (ws->connection_count() > 0 && std::chrono::steady_clock::now() < deadline) {
                     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // shutdown: goodbyes flush
+                }
+                // Sends still forwarded complete into the connections' strands: let them land first.
+                if (!rpc::WaitForSends(*messaging_client, std::chrono::seconds(12))) {
+                    spdlog::warn("gateway: sends still in flight at shutdown");
                 }
                 (void)AwaitStatus([&](auto cb) { route_client->Remove(config.gateway.gateway_id, std::move(cb)); });
             });

@@ -85,6 +85,12 @@ Status GrpcServer::Start(const std::string& address, uint16_t port) {
     grpc::ServerBuilder builder;
     const std::string target = address + ":" + std::to_string(port);
     builder.AddListeningPort(target, grpc::InsecureServerCredentials(), &impl_->port);
+    // No SO_REUSEPORT: a second instance on a taken port must fail to start, not share it silently.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    // Accept the clients' keepalive pings (every 10 s, see rpc/clients.cpp) instead of answering them
+    // with GOAWAY "too_many_pings".
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     builder.RegisterService(&impl_->service);
     impl_->server = builder.BuildAndStart();
     if (!impl_->server || impl_->port == 0) {

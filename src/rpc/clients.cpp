@@ -8,6 +8,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <atomic>
 #include <thread>
 #include <unordered_map>
 
@@ -323,7 +324,9 @@ private:
 
 // -------------------------------------------------------------------------------------- messaging
 
-class MessagingClient final : public MessagingApi {
+// Shared with every call it has in flight (they hold it), so a call that completes after the client's
+// owner let go finds its state.
+class MessagingClient final : public MessagingApi, public std::enable_shared_from_this<MessagingClient> {
 public:
     explicit MessagingClient(const ChannelOptions& o)
         : stub_(ipb::Messages::NewStub(MakeChannel(o.endpoint))),
@@ -334,7 +337,7 @@ public:
               std::function<void(DeliveryStats)> on_delivered) override {
         Pending p{std::move(command), std::move(done), std::move(on_delivered)};
         if (p.command.connection_id == 0) {
-            return Forward(std::move(p), "");
+            return Forward(std::move(p), "");  // business calls: no order to keep
         }
         // One send in flight per connection: the next is forwarded when the previous one is answered.
         const std::string key = p.command.gateway_id + '\x1f' + std::to_string(p.command.connection_id);
@@ -410,10 +413,15 @@ private:
         req.set_kind(static_cast<int32_t>(c.kind));
         req.set_check_membership(c.check_membership);
         req.set_want_delivery_stats(static_cast<bool>(p.on_delivered));
+        ++in_flight_;
         Call<ipb::SendRequest, ipb::SendReply>(
             FLARE_RPC(stub_, Send), std::move(req), send_deadline_,
-            [this, key = std::move(key), done = std::move(p.done), on_delivered = std::move(p.on_delivered)](
-                const grpc::Status& s, const ipb::SendReply& r) {
+            [this, self = shared_from_this(), key = std::move(key), done = std::move(p.done),
+             on_delivered = std::move(p.on_delivered)](const grpc::Status& s, const ipb::SendReply& r) {
+                struct Leave {
+                    std::atomic<size_t>& n;
+                    ~Leave() { --n; }
+                } leave{in_flight_};
                 if (!s.ok()) {
                     Error err = FromGrpc(s, "message-orchestrator Send");
                     done(err);
@@ -459,10 +467,37 @@ private:
             });
     }
 
+public:
+    size_t in_flight() const { return in_flight_.load(); }
+
+private:
     std::unique_ptr<ipb::Messages::Stub> stub_;
     std::chrono::milliseconds deadline_, send_deadline_;
     std::mutex mu_;
     std::unordered_map<std::string, std::deque<Pending>> queues_;
+    std::atomic<size_t> in_flight_{0};
+};
+
+// What MakeMessagingClient hands out: the owner's handle on the shared client.
+class MessagingHandle final : public MessagingApi {
+public:
+    explicit MessagingHandle(const ChannelOptions& o) : client_(std::make_shared<MessagingClient>(o)) {}
+    void Send(SendCommand command, Callback<SendReceipt> done,
+              std::function<void(DeliveryStats)> on_delivered) override {
+        client_->Send(std::move(command), std::move(done), std::move(on_delivered));
+    }
+    void ReadHistory(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
+                     Callback<MessagePage> done) override {
+        client_->ReadHistory(std::move(tenant_id), std::move(conversation_id), after_seq, limit, std::move(done));
+    }
+    void SyncMessages(const Principal& who, std::string conversation_id, uint64_t after_seq, uint32_t limit,
+                      Callback<MessagePage> done) override {
+        client_->SyncMessages(who, std::move(conversation_id), after_seq, limit, std::move(done));
+    }
+    size_t in_flight() const { return client_->in_flight(); }
+
+private:
+    std::shared_ptr<MessagingClient> client_;
 };
 
 // --------------------------------------------------------------------------------------------- push
@@ -592,7 +627,22 @@ std::unique_ptr<ConversationApi> MakeSessionClient(const ChannelOptions& o) {
     return std::make_unique<SessionClient>(o);
 }
 std::unique_ptr<MessagingApi> MakeMessagingClient(const ChannelOptions& o) {
-    return std::make_unique<MessagingClient>(o);
+    return std::make_unique<MessagingHandle>(o);
+}
+
+bool WaitForSends(MessagingApi& client, std::chrono::milliseconds patience) {
+    auto* h = dynamic_cast<MessagingHandle*>(&client);
+    if (h == nullptr) {
+        return true;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    while (h->in_flight() > 0) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // shutdown only
+    }
+    return true;
 }
 std::unique_ptr<PushApi> MakePushClient(const ChannelOptions& o) { return std::make_unique<PushClient>(o); }
 

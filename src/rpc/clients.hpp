@@ -27,6 +27,9 @@ std::unique_ptr<ConversationApi> MakeSessionClient(const ChannelOptions& options
 // message-orchestrator. A connection's sends are forwarded one at a time (the next after the previous
 // one's answer), so a device's pipelined messages are stored in the order it sent them.
 std::unique_ptr<MessagingApi> MakeMessagingClient(const ChannelOptions& options);
+// Shutdown: waits until a messaging client made by MakeMessagingClient has no send in flight (their
+// completions run the callers' callbacks), at most `patience`. False when sends were still running.
+bool WaitForSends(MessagingApi& client, std::chrono::milliseconds patience);
 // push-server
 std::unique_ptr<PushApi> MakePushClient(const ChannelOptions& options);
 

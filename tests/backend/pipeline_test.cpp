@@ -97,10 +97,10 @@ protected:
             committer_->Stop();
         }
         server_.Stop();
-        bus_.reset();
         if (store_) {
-            store_->Stop();
+            store_->Stop();  // drains: the writer's last appends still publish to the bus
         }
+        bus_.reset();  // completes what is pending while the stages it calls back still exist
         std::filesystem::remove_all(dir_);
     }
     void StartWriter() {

@@ -92,10 +92,12 @@ struct Options {
 };
 
 class Chat {
+    // Lines not yet acknowledged, in the order typed. Only the first is ever in flight: the next is sent
+    // once it is acknowledged, so the messages are stored in the order typed even when a send has to be
+    // retried (same client_msg_id) after an outage.
     struct Pending {
         std::string id;
         std::string text;
-        bool retry = false;  // refused as unavailable: sent again (same id) after retry_at_
     };
 
 public:
@@ -134,12 +136,7 @@ public:
             }
             if (ready_ && retry_at_ && now >= *retry_at_) {
                 retry_at_.reset();
-                for (auto& p : pending_) {
-                    if (p.retry) {
-                        p.retry = false;
-                        SendPending(p);  // same client_msg_id: stored once however often it is sent
-                    }
-                }
+                SendNext();  // same client_msg_id: stored once however often it is sent
             }
             if (eof_ && ready_ && pending_.empty() && !Syncing()) {
                 if (!linger_until_) {
@@ -209,6 +206,7 @@ private:
             first_failure_ = false;
         }
         ready_ = false;
+        in_flight_ = false;  // its answer is lost with the connection: sent again once caught up
         for (auto& [id, t] : tracks_) {
             t.syncing = false;
             t.gap = false;
@@ -221,11 +219,8 @@ private:
     void Handle(Event e) {
         switch (e.kind) {
             case Event::Kind::kLine: {
-                Pending p{msg_prefix_ + std::to_string(++msg_counter_), std::move(e.line)};
-                pending_.push_back(p);
-                if (ready_) {
-                    SendPending(pending_.back());
-                }
+                pending_.push_back(Pending{msg_prefix_ + std::to_string(++msg_counter_), std::move(e.line)});
+                SendNext();
                 return;
             }
             case Event::Kind::kEof:
@@ -351,10 +346,8 @@ private:
         }
         if (!ready_ && !Syncing()) {
             ready_ = true;
-            for (auto& p : pending_) {
-                p.retry = false;
-                SendPending(p);  // same client_msg_id: a retry is never stored twice
-            }
+            in_flight_ = false;
+            SendNext();  // what was not acknowledged before the reconnect, same client_msg_id
         }
     }
 
@@ -392,7 +385,9 @@ private:
         m.set_server_time_ms(s.server_time_ms());
         m.set_text(it->text);
         pending_.erase(it);
+        in_flight_ = false;
         OnPush(m);
+        SendNext();
     }
 
     void OnError(const std::string& rid, const pb::Error& e) {
@@ -401,7 +396,7 @@ private:
             if (e.code() == pb::UNAVAILABLE || e.code() == pb::RESOURCE_EXHAUSTED ||
                 e.code() == pb::DEADLINE_EXCEEDED) {
                 Status("send will be retried: " + e.message());
-                it->retry = true;  // resent in a second, or after the next reconnect or catch-up
+                in_flight_ = false;  // resent in a second (or after the next reconnect), before anything newer
                 retry_at_ = Clock::now() + std::chrono::seconds(1);
                 return;
             }
@@ -409,12 +404,22 @@ private:
                       << std::endl;
             ++failed_sends_;
             pending_.erase(it);
+            in_flight_ = false;
+            SendNext();
             return;
         }
         std::cerr << "! server error (" << e.reason() << "): " << e.message() << std::endl;
         if (e.code() == pb::UNAUTHENTICATED || rid == "join" || (rid == "sync" && e.code() != pb::UNAVAILABLE)) {
             exit_code_ = 1;
         }
+    }
+
+    void SendNext() {
+        if (!ready_ || !client_ || in_flight_ || retry_at_ || pending_.empty()) {
+            return;
+        }
+        SendPending(pending_.front());
+        in_flight_ = true;
     }
 
     void SendPending(const Pending& p) {
@@ -498,6 +503,7 @@ private:
     uint64_t msg_counter_ = 0;
     std::deque<Pending> pending_;
     std::optional<Clock::time_point> retry_at_;
+    bool in_flight_ = false;  // pending_.front() was sent and is not answered yet
     int failed_sends_ = 0;
     int backoff_ms_ = 0;
     std::optional<int> exit_code_;
