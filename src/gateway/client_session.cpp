@@ -101,6 +101,15 @@ void ClientSession::Authenticate(const std::string& request_id, const std::strin
         host_->Close("unauthenticated", claims.error().message);
         return;
     }
+    if (claims->role == kBusinessRole) {
+        // A business credential is for the business API; it is not a user's session.
+        const Error e = MakeError(Errc::kUnauthenticated, "business_token",
+                                  "this is a business token (role \"business\"): use it with the business API, "
+                                  "and a user's token here");
+        ReplyError(request_id, e);
+        host_->Close("unauthenticated", e.message);
+        return;
+    }
     std::string device = !claims->device_id.empty() ? claims->device_id : device_id;
     if (device.empty()) {
         device = "dev-" + RandomHexId(8);

@@ -145,6 +145,17 @@ TEST_F(ClientSessionTest, BadTokenGetsAReasonThenClose) {
     EXPECT_EQ(host.closed, "unauthenticated");
 }
 
+TEST_F(ClientSessionTest, ABusinessTokenIsNotAUserSession) {
+    FakeHost host;
+    auto s = NewSession(host, 1);
+    s->OnFrame(Auth("a", MintToken("k", "crm", "t", clock_.NowMs() / 1000 + 60, "", kBusinessRole)));
+    ASSERT_EQ(host.frames.size(), 1u);
+    EXPECT_EQ(host.frames[0].error().code(), pb::UNAUTHENTICATED);
+    EXPECT_EQ(host.frames[0].error().reason(), "business_token");
+    EXPECT_EQ(host.closed, "unauthenticated");
+    EXPECT_FALSE(s->authenticated());
+}
+
 TEST_F(ClientSessionTest, AuthThenValidation) {
     FakeHost host;
     auto s = NewSession(host, 1);
