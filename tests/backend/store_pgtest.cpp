@@ -255,6 +255,43 @@ TEST(PgStoreContent, NulBytesAreRefusedNotTruncated) {
     EXPECT_TRUE(page->messages.empty());
 }
 
+// A conversation row locked by someone else (a stuck transaction) makes the append time out with
+// kUnavailable instead of holding the writer forever; once the lock is gone, appends work again.
+TEST(PgStoreTimeouts, AStatementBlockedOnALockTimesOut) {
+    TempDatabase db;
+    ASSERT_FALSE(db.url().empty());
+    ASSERT_TRUE(PgMigrate(db.url()).ok());
+    PgOptions o{db.url(), 1, 1, 16};
+    o.statement_timeout_ms = 500;
+    PgStore store(o);
+    store.Start();
+    ASSERT_TRUE(Await<ConversationSummary>([&](auto cb) { store.JoinRoom("t1", "room:l", "alice", cb); }).ok());
+    auto append = [&](const std::string& id) {
+        AppendRequest req;
+        req.message.tenant_id = "t1";
+        req.message.conversation_id = "room:l";
+        req.message.client_msg_id = id;
+        req.message.server_msg_id = "s" + id;
+        req.message.sender_id = "alice";
+        req.message.text = "x";
+        return Await<AppendResult>([&](auto cb) { store.Append(std::move(req), cb); });
+    };
+    auto blocker = std::make_unique<pg::Conn>(db.url());
+    blocker->Exec("BEGIN");
+    blocker->Exec("SELECT 1 FROM conversations WHERE conversation_id = 'room:l' FOR UPDATE");
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = append("c1");
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, Errc::kUnavailable) << r.error().message;
+    EXPECT_LT(waited, std::chrono::seconds(5));
+    blocker->Exec("ROLLBACK");
+    blocker.reset();
+    auto again = append("c1");
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_EQ(again->message.seq, 1u);  // the timed-out attempt allocated nothing
+}
+
 // The "normal" durability level: commits do not wait for the WAL flush, and the data is the same.
 TEST(PgStoreDurability, RelaxedSynchronousCommitStoresTheSame) {
     TempDatabase db;

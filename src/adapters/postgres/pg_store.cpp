@@ -213,6 +213,7 @@ void PgStore::WriterLoop(Shard& shard) {
             conn.reset();
             try {
                 conn.emplace(options_.url);
+                conn->Exec("SET statement_timeout = " + std::to_string(options_.statement_timeout_ms));
                 if (!options_.synchronous_commit) {
                     conn->Exec("SET synchronous_commit TO off");
                 }
@@ -315,6 +316,7 @@ void PgStore::ReaderLoop() {
             if (!conn || !conn->ok()) {
                 conn.reset();
                 conn.emplace(options_.url);
+                conn->Exec("SET statement_timeout = " + std::to_string(options_.statement_timeout_ms));
             }
             job->Run(*conn);
             job->Complete(Status{});

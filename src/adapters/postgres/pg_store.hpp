@@ -26,6 +26,8 @@ struct PgOptions {
     // (synchronous_commit = off): until it is in PostgreSQL's WAL buffers - a PostgreSQL crash can lose
     // the last few hundred milliseconds of acknowledged writes, a crash of this process cannot.
     bool synchronous_commit = true;
+    // A statement running longer fails (its jobs get kUnavailable) instead of holding a shard forever.
+    uint32_t statement_timeout_ms = 10'000;
 };
 
 class PgStore final : public MessageStore, public ConversationStore {
