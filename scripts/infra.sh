@@ -29,27 +29,19 @@ while (($#)); do
     esac
 done
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
-# Servers must not keep the caller's pipes or fifos open: every descriptor above 2 is closed for them.
-close_fds() {
-    local fd
-    for fd in /proc/$BASHPID/fd/*; do
-        fd=${fd##*/}
-        ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
-    done
-    return 0
-}
+# shellcheck source=proc_lib.sh
+source "$(dirname "$0")/proc_lib.sh"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {  # name port pid log
     local i
     for ((i = 0; i < 300; i++)); do
-        port_busy "$2" && return 0
+        port_open "$2" && return 0
         kill -0 "$3" 2>/dev/null || die "$1 exited during start-up; see $4: $(tail -n 3 "$4" 2>/dev/null | tr '\n' ' ')"
         sleep 0.05
     done
     die "$1 did not listen on 127.0.0.1:$2 within 15 s; see $4"
 }
-check_free() { port_busy "$2" && die "$1: port $2 is already in use (another server running? stop it or pick --${1} PORT)"; return 0; }
+check_free() { port_open "$2" && die "$1: port $2 is already in use (another server running? stop it or pick --${1} PORT)"; return 0; }
 
 start_redis() {
     command -v redis-server >/dev/null || die "redis-server is not installed (scripts/install_deps.sh --servers)"
@@ -124,9 +116,6 @@ start_nats() {
     echo "NATS_URL=nats://127.0.0.1:$NATS_PORT" >>"$dir/env"
 }
 
-# Alive and not a zombie: servers whose starting script exited are reparented, and a zombie can
-# linger for a second or two before it is reaped.
-alive() { [[ -e /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
 # ours PID NAME: the process is the server we started (not a reused PID).
 ours() {

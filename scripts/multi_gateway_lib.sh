@@ -3,6 +3,8 @@
 # files and logs are.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=proc_lib.sh
+source "$ROOT/scripts/proc_lib.sh"
 BIN_DIR=${FLARE_BIN_DIR:-$ROOT/build/bin}
 STATE_DIR=${FLARE_STATE_DIR:-/tmp/flare-multi}   # PID files, the infrastructure's data
 LOG_DIR=${FLARE_LOG_DIR:-/tmp}                   # /tmp/flare-<service>.log, as the guide says
@@ -34,7 +36,6 @@ log_file() {  # service name -> its log
     echo "$LOG_DIR/flare-$1.log"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # http_ok PORT PATH: GET answers 200 within 2 s.
 http_ok() {
@@ -43,20 +44,7 @@ http_ok() {
     [[ $line == *" 200 "* ]]
 }
 
-# alive PID: running and not a zombie.
-alive() { [[ -n ${1:-} && -e /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
 # ours PID ROLE: the process is the flare role this deployment started (a PID file can outlive its
 # process, and the number be reused by an unrelated one).
 ours() { alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "flare-$2\b"; }
-
-# close_fds: closes every descriptor above 2 of this shell (use in the subshell that starts a server, so
-# that it does not keep the caller's pipes or fifos open).
-close_fds() {
-    local fd
-    for fd in /proc/$BASHPID/fd/*; do
-        fd=${fd##*/}
-        ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
-    done
-    return 0
-}

@@ -12,7 +12,6 @@
 #include <future>
 #include <mutex>
 #include <stdexcept>
-#include <set>
 #include <thread>
 
 #include "adapters/etcd/etcd_registry.hpp"
@@ -356,13 +355,13 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
     Require(host.admin.Start(dist.listen_address, host.AdminPort()), "admin port");
     host.OnStop([&host] { host.admin.Stop(); });
 
-    std::string ready = "grpc_port=";
+    uint16_t grpc_port = 0, ws_port = 0, http_port = 0;  // what this role serves, once bound
     rpc::RpcServer rpc_server;
     auto serve_rpc = [&](uint16_t port) {
         Require(rpc_server.Start(dist.listen_address, port), role_name + " gRPC");
         host.OnStop([&rpc_server] { rpc_server.Stop(); });
-        ready += std::to_string(rpc_server.port());
-        host.Register(role_name, rpc_server.port());
+        grpc_port = rpc_server.port();
+        host.Register(role_name, grpc_port);
     };
 
     // Objects that must outlive the servers that reference them are declared here, before any server.
@@ -474,7 +473,6 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             Require(writer->Start(), "consuming the append topic");
             host.OnStop([&] { writer->Stop(); });
             host.AddPipelineMetrics("flare_storage_writer", writer->counters(), /*appends=*/true);
-            ready += "0";
         } else if (role_name == "push-server") {
             presence_client = rpc::MakePresenceClient(host.Peer("signaling-online"));
             route_client = rpc::MakeRouteClient(host.Peer("signaling-route"));
@@ -535,13 +533,8 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                             }
                             // A device that disconnected while this refresh was on its way may have been
                             // written back by it: take those out again (their Unregister went first).
-                            auto now = ws->RegisteredDevices();
-                            std::set<uint64_t> live;
-                            for (const auto& d : now) {
-                                live.insert(d.connection_id);
-                            }
                             for (const auto& d : *sent) {
-                                if (!live.contains(d.connection_id)) {
+                                if (!ws->IsRegistered(d.connection_id)) {
                                     presence_client->Unregister(d.tenant_id, d.user_id, d.device_id, d.gateway_id,
                                                                 d.connection_id);
                                 }
@@ -566,7 +559,7 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                 }
                 (void)AwaitStatus([&](auto cb) { route_client->Remove(config.gateway.gateway_id, std::move(cb)); });
             });
-            ready = std::to_string(ws->port()) + "\n" + ready;
+            ws_port = ws->port();
         } else if (role_name == "core-gateway") {
             presence_client = rpc::MakePresenceClient(host.Peer("signaling-online"));
             messaging_client = rpc::MakeMessagingClient(host.Peer("message-orchestrator"));
@@ -585,23 +578,36 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             business_http->Start();
             run_io();
             host.OnStop([&] { business_http->Stop(); });
-            ready += std::to_string(business_grpc->port()) + "\nhttp_port=" + std::to_string(business_http->port());
-            host.Register(role_name, business_grpc->port());
+            grpc_port = business_grpc->port();
+            http_port = business_http->port();
+            host.Register(role_name, grpc_port);
         }
     } catch (const std::exception& e) {
         spdlog::error("{}: cannot start: {}", role_name, e.what());
         host.StopAll();
         return 1;
     }
-    ready += "\nadmin_port=" + std::to_string(host.admin.port()) + "\n";
+    // The gateway's WebSocket port first (what scripts read, as for `serve embedded`), then the rest.
+    std::string ready = ws_port != 0 ? std::to_string(ws_port) + "\n" : "";
+    ready += "grpc_port=" + std::to_string(grpc_port) + "\n";
+    if (http_port != 0) {
+        ready += "http_port=" + std::to_string(http_port) + "\n";
+    }
+    ready += "admin_port=" + std::to_string(host.admin.port()) + "\n";
     WriteReady(ready_file, ready);
     host.admin.SetReady(true);
-    spdlog::info("{} serving: {}admin http://{}:{}/metrics", role_name,
-                 info.grpc_port || role_name == "core-gateway" ? "gRPC port " + ready.substr(ready.find("grpc_port=") + 10,
-                                                                                   ready.find('\n', ready.find("grpc_port=")) -
-                                                                                       ready.find("grpc_port=") - 10) + ", "
-                                                               : std::string(),
-                 dist.listen_address, host.admin.port());
+    std::string serving;
+    if (ws_port != 0) {
+        serving += "WebSocket port " + std::to_string(ws_port) + ", ";
+    }
+    if (grpc_port != 0) {
+        serving += "gRPC port " + std::to_string(grpc_port) + ", ";
+    }
+    if (http_port != 0) {
+        serving += "HTTP port " + std::to_string(http_port) + ", ";
+    }
+    spdlog::info("{} serving: {}admin http://{}:{}/metrics", role_name, serving, dist.listen_address,
+                 host.admin.port());
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("{}: {} received, draining", role_name, sig == SIGINT ? "SIGINT" : "SIGTERM");

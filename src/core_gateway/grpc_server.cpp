@@ -1,10 +1,9 @@
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 
 #include <future>
 
 #include "core_gateway/servers.hpp"
+#include "rpc/servers.hpp"
 #include "rpc/status.hpp"
 #include "flare/business/v1/business.grpc.pb.h"
 
@@ -70,47 +69,24 @@ private:
 }  // namespace
 
 struct GrpcServer::Impl {
-    explicit Impl(BusinessApi& api) : service(api) {}
-    Service service;
-    std::unique_ptr<grpc::Server> server;
-    int port = 0;
+    rpc::RpcServer server;  // health, reflection and the listener options shared by every gRPC server
 };
 
-GrpcServer::GrpcServer(BusinessApi& api) : impl_(std::make_unique<Impl>(api)) {}
+GrpcServer::GrpcServer(BusinessApi& api) : impl_(std::make_unique<Impl>()) {
+    impl_->server.AddService(std::make_unique<Service>(api));
+}
 GrpcServer::~GrpcServer() { Stop(); }
 
 Status GrpcServer::Start(const std::string& address, uint16_t port) {
-    grpc::EnableDefaultHealthCheckService(true);
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-    grpc::ServerBuilder builder;
-    const std::string target = address + ":" + std::to_string(port);
-    builder.AddListeningPort(target, grpc::InsecureServerCredentials(), &impl_->port);
-    // No SO_REUSEPORT: a second instance on a taken port must fail to start, not share it silently.
-    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    // Accept the clients' keepalive pings (every 10 s, see rpc/clients.cpp) instead of answering them
-    // with GOAWAY "too_many_pings".
-    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    builder.RegisterService(&impl_->service);
-    impl_->server = builder.BuildAndStart();
-    if (!impl_->server || impl_->port == 0) {
-        impl_->server.reset();
-        return MakeError(Errc::kUnavailable, "listen_failed",
-                         "cannot serve gRPC on " + target + " (is the port in use? set core_gateway.grpc_port)");
+    auto st = impl_->server.Start(address, port);
+    if (!st) {
+        return MakeError(st.error().code, st.error().reason, st.error().message + " (set core_gateway.grpc_port)");
     }
-    impl_->server->GetHealthCheckService()->SetServingStatus(true);
     return {};
 }
 
-uint16_t GrpcServer::port() const { return static_cast<uint16_t>(impl_->port); }
+uint16_t GrpcServer::port() const { return impl_->server.port(); }
 
-void GrpcServer::Stop() {
-    if (impl_->server) {
-        impl_->server->GetHealthCheckService()->SetServingStatus(false);
-        impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-        impl_->server->Wait();
-        impl_->server.reset();
-    }
-}
+void GrpcServer::Stop() { impl_->server.Stop(); }
 
 }  // namespace flare::core_gateway

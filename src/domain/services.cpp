@@ -360,7 +360,7 @@ void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const 
     pending->stats = stats;
     pending->done = std::move(done);
     for (auto [sink, connections] : sinks) {
-        sink->Deliver(*message, *connections, [pending, message](Status) {
+        sink->Deliver(*message, *connections, [pending](Status) {
             if (pending->left.fetch_sub(1) == 1) {
                 pending->done(pending->stats);
             }

@@ -559,6 +559,11 @@ WsGateway::WsGateway(asio::io_context& io, GatewayOptions options, ConversationA
     };
 }
 
+bool WsGateway::IsRegistered(uint64_t connection_id) const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->devices.contains(connection_id);
+}
+
 std::vector<DeviceSession> WsGateway::RegisteredDevices() const {
     std::lock_guard lock(impl_->mu);
     std::vector<DeviceSession> out;

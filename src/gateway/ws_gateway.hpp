@@ -29,6 +29,7 @@ public:
     size_t connection_count() const;
     // The devices of this gateway registered in presence (for the TTL heartbeat).
     std::vector<DeviceSession> RegisteredDevices() const;
+    bool IsRegistered(uint64_t connection_id) const;
 
     void Deliver(const MessageRecord& message, std::span<const uint64_t> connection_ids,
                  StatusCallback done) override;

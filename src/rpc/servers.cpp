@@ -361,6 +361,7 @@ void RpcServer::AddMessages(MessagingApi& m, BusCommitter* c) {
 }
 void RpcServer::AddPush(PushApi& p) { impl_->services.push_back(std::make_unique<PushGrpcService>(p)); }
 void RpcServer::AddDelivery(DeliverySink& g) { impl_->services.push_back(std::make_unique<DeliveryService>(g)); }
+void RpcServer::AddService(std::unique_ptr<grpc::Service> service) { impl_->services.push_back(std::move(service)); }
 
 Status RpcServer::Start(const std::string& address, uint16_t port) {
     grpc::EnableDefaultHealthCheckService(true);

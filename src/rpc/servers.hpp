@@ -1,6 +1,7 @@
 // gRPC hosting of the internal services: each service class converts proto <-> domain and calls the
 // same domain object the embedded mode calls directly (callback API: no thread waits on a call).
-// RpcServer binds one port, registers the services given, and serves grpc.health.v1 and reflection.
+// RpcServer binds one port, registers the services given, and serves grpc.health.v1 and reflection;
+// every gRPC server of the code base is one.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,10 @@
 
 #include "domain/apis.hpp"
 #include "domain/ports.hpp"
+
+namespace grpc {
+class Service;
+}
 
 namespace flare::rpc {
 
@@ -27,6 +32,8 @@ public:
     void AddMessages(MessagingApi& messaging, BusCommitter* committer);
     void AddPush(PushApi& push);
     void AddDelivery(DeliverySink& gateway);
+    // Any other service (the core gateway's BusinessService).
+    void AddService(std::unique_ptr<grpc::Service> service);
 
     // Binds address:port (0: any free port). Errors: kUnavailable "listen_failed" naming the address.
     Status Start(const std::string& address, uint16_t port);
