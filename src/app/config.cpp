@@ -136,7 +136,12 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
             r.Bool(t, "allow_insecure_secret", c.allow_insecure_secret);
         }
         if (auto* t = r.Section("limits", {"max_text_bytes", "max_client_msg_id_bytes", "sync_default_limit",
-                                           "sync_max_limit"})) {
+                                           "sync_max_limit", "recall_window_ms", "max_group_members",
+                                           "large_group_members", "max_mentions"})) {
+            r.Num(t, "recall_window_ms", c.limits.recall_window_ms, 0, 30u * 24 * 3600 * 1000);
+            r.Num(t, "max_group_members", c.limits.max_group_members, 2, 1'000'000);
+            r.Num(t, "large_group_members", c.limits.large_group_members, 0, 1'000'000);
+            r.Num(t, "max_mentions", c.limits.max_mentions, 0, 10'000);
             r.Num(t, "max_text_bytes", c.limits.max_text_bytes, 1, 16 << 20);
             r.Num(t, "max_client_msg_id_bytes", c.limits.max_client_msg_id_bytes, 8, 1024);
             r.Num(t, "sync_default_limit", c.limits.sync_default_limit, 1, 10'000);

@@ -430,7 +430,12 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
         } else if (role_name == "session") {
             store = host.Store();
             host.OnStop([&] { store->Stop(); });
-            sessions = std::make_unique<SessionService>(*store, 100'000, /*remember_missing=*/false);
+            // Group changes and per-user state are written here and pushed through push-server.
+            push_client = rpc::MakePushClient(host.Peer("push-server"));
+            ids = std::make_unique<TimeOrderedIdGenerator>(
+                host.clock, static_cast<uint16_t>(std::hash<std::string>{}(dist.advertise_host + RandomHexId(4))));
+            sessions = std::make_unique<SessionService>(*store, *store, *push_client, host.clock, *ids, config.limits,
+                                                        100'000, /*remember_missing=*/false);
             host.metrics.Add("flare_session_cached_conversations", "conversations in the member cache",
                              Metrics::Type::kGauge, [&] { return static_cast<double>(sessions->cached_conversations()); });
             rpc_server.AddSessions(*sessions);
@@ -481,7 +486,7 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             host.OnStop([&] { gateways->Stop(); });
             host.metrics.Add("flare_push_known_gateways", "gateways in the route directory", Metrics::Type::kGauge,
                              [&] { return static_cast<double>(gateways->known_gateways()); });
-            push = std::make_unique<PushService>(*presence_client, *gateways);
+            push = std::make_unique<PushService>(*presence_client, *gateways, config.limits.large_group_members);
             rpc_server.AddPush(*push);
             serve_rpc(host.GrpcPort());
             bus = host.Bus();

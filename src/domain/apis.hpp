@@ -18,10 +18,34 @@ namespace flare {
 // A shared, immutable member list: copied on write, so fan-out of a big room copies nothing.
 using MemberList = std::shared_ptr<const std::vector<std::string>>;
 
+struct MemberMeta {
+    MemberRole role = MemberRole::kMember;
+    int64_t muted_until_ms = 0;
+};
+
+// What a group has beyond its members; shared and immutable like MemberList.
+struct GroupInfo {
+    std::string name;
+    bool dissolved = false;
+    std::map<std::string, MemberMeta> meta;  // only members with a role above member or a mute
+};
+
 struct ResolvedConversation {
     ConversationRef ref;
     MemberList members;   // sorted user ids
     bool exists = false;  // false: a direct conversation not created yet
+    std::shared_ptr<const GroupInfo> group;  // groups only
+
+    MemberMeta MetaOf(const std::string& user) const {
+        if (group) {
+            auto it = group->meta.find(user);
+            if (it != group->meta.end()) {
+                return it->second;
+            }
+        }
+        return {};
+    }
+    bool dissolved() const { return group && group->dissolved; }
 };
 
 struct ConversationStateView {
@@ -41,12 +65,17 @@ struct DeliveryStats {
 
 struct SendCommand {
     Principal sender;
+    // kEvent with a message operation (recall, edit, delete for everyone, reactions) in `event`;
+    // otherwise a text (or, from the system, system) message.
     std::string gateway_id;  // where the sending connection is, so it is skipped in fan-out
     uint64_t connection_id = 0;
     std::string conversation_id;
     std::string client_msg_id;
     std::string text;
     MessageKind kind = MessageKind::kText;
+    MessageEvent event;
+    std::vector<std::string> mentions;
+    bool mention_all = false;
     // false for the system (a business caller): it may write into any conversation of its tenant.
     bool check_membership = true;
 };
@@ -66,6 +95,48 @@ struct FanoutPlan {
     uint64_t skip_connection_id = 0;
 };
 
+enum class GroupOp { kCreate, kRename, kAddMembers, kRemoveMembers, kLeave, kSetRole, kMuteMember, kDissolve };
+
+struct GroupCommand {
+    Principal actor;  // an empty user_id is the system (the business API): it may do anything
+    std::string gateway_id;  // the acting connection, skipped in the fan-out (it gets the answer)
+    uint64_t connection_id = 0;
+    GroupOp op = GroupOp::kCreate;
+    std::string conversation_id;  // every op but create
+    std::string group_id;         // create: optional, generated when empty
+    std::string name;             // create, rename
+    std::string owner_id;         // create by the system: who owns the group
+    std::vector<std::string> user_ids;  // create: the other members; add/remove; set role / mute: one user
+    MemberRole role = MemberRole::kMember;
+    int64_t mute_ms = 0;        // mute: for how long; 0 unmutes
+    std::string client_msg_id;  // optional: makes a retry return the original event
+};
+
+struct GroupResult {
+    MessageRecord event;  // the stored event (its seq, who it concerned)
+    bool duplicate = false;
+};
+
+enum class UserOp { kRead, kSettings, kDeleteForMe, kTyping };
+
+// A user's own state in a conversation, and typing.
+struct UserStateCommand {
+    Principal who;
+    std::string gateway_id;
+    uint64_t connection_id = 0;
+    UserOp op = UserOp::kRead;
+    std::string conversation_id;
+    uint64_t seq = 0;             // read: up to
+    std::vector<uint64_t> seqs;   // delete for me
+    std::optional<bool> pinned, muted;  // settings
+    bool active = true;           // typing
+};
+
+struct UserStateResult {
+    uint64_t read_seq = 0;
+    UserSettings settings;
+};
+
 // Conversations and membership (the session service).
 class ConversationApi {
 public:
@@ -83,6 +154,18 @@ public:
     virtual void SyncConversations(const Principal& who, std::map<std::string, uint64_t> known, bool include_all,
                                    Callback<std::vector<ConversationStateView>> done) = 0;
     virtual void Ack(const Principal& who, std::string conversation_id, uint64_t seq, Callback<uint64_t> done) = 0;
+
+    // Groups: create, rename, members, roles, mutes, dissolve. Each change is an event in the group
+    // (with a seq), pushed to every member (and to those it removed).
+    virtual void ManageGroup(GroupCommand command, Callback<GroupResult> done) = 0;
+    // Read cursor, pin/mute, delete for me, typing: pushed as notices to the user's other devices
+    // (a read also to the other participant of a direct conversation; typing to the other members).
+    virtual void UpdateUserState(UserStateCommand command, Callback<UserStateResult> done) = 0;
+    virtual void ListConversations(const Principal& who, std::string page_token, uint32_t limit,
+                                   Callback<ConversationListPage> done) = 0;
+    // One message with its edit history, reactions and (for members to ask) who has read it.
+    virtual void GetMessage(const Principal& who, std::string conversation_id, uint64_t seq,
+                            Callback<MessageDetail> done) = 0;
 };
 
 // Live delivery (the push service).

@@ -28,9 +28,21 @@ struct AppendRequest {
     // seq is ignored and assigned by the store; server_msg_id and server_time_ms are set by the caller.
     MessageRecord message;
     // Direct conversations come into being with their first message: create the conversation and make
-    // both participants members in the same transaction.
+    // both participants members in the same transaction. A kGroupCreated event creates its group with
+    // these members (the sender is the owner).
     std::vector<std::string> create_with_members;
 };
+// An event (message.kind kEvent) is applied in the transaction that stores it, after its
+// preconditions are checked there; a failed precondition stores nothing and allocates no seq:
+//   kGroupCreated: the conversation must not exist (kAlreadyExists "conversation_exists");
+//   kMembersAdded / kMembersRemoved / kMemberLeft / kRoleChanged / kMemberMuted / kGroupRenamed /
+//   kGroupDissolved: change the members or the group (permissions are the caller's job);
+//   kRecalled / kDeletedForEveryone / kEdited / kReactionAdded / kReactionRemoved: target_seq must be
+//   a text or system message (kNotFound "unknown_message") that is not recalled or deleted
+//   (kFailedPrecondition "message_recalled" / "message_deleted"); an edit keeps the old text in the
+//   message's edit history; adding a reaction the sender already made fails "already_reacted",
+//   removing one they did not make "not_reacted".
+// Any append to a dissolved group fails kFailedPrecondition "conversation_dissolved".
 
 struct AppendResult {
     MessageRecord message;   // as stored (for a duplicate: the original message)
@@ -56,19 +68,64 @@ public:
     // create_with_members is empty; kUnavailable "storage_unavailable" on I/O failure.
     virtual void Append(AppendRequest request, Callback<AppendResult> done) = 0;
 
-    // Messages with seq > after_seq, ascending, at most `limit`.
+    // Messages with seq > after_seq, ascending, at most `limit`, in their current state (recalled,
+    // edited, reactions). `reader_id` (may be empty) sees the messages it deleted for itself as
+    // deleted_for_me, with no text.
     virtual void ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
-                           Callback<MessagePage> done) = 0;
+                           std::string reader_id, Callback<MessagePage> done) = 0;
 };
 
 struct MemberInfo {
     std::string user_id;
     uint64_t joined_seq = 0;  // last seq of the conversation when the user joined
+    MemberRole role = MemberRole::kMember;
+    int64_t muted_until_ms = 0;
 };
 
 struct ConversationInfo {
     ConversationSummary summary;
     std::vector<MemberInfo> members;
+    std::string name;  // groups
+    bool dissolved = false;
+};
+
+struct UserSettings {
+    bool pinned = false;
+    bool muted = false;  // no notifications (clients decide what that means); messages still arrive
+};
+
+// One row of a user's conversation list.
+struct ConversationListEntry {
+    ConversationSummary summary;
+    std::string name;
+    MemberRole role = MemberRole::kMember;
+    bool dissolved = false;
+    UserSettings settings;
+    uint64_t read_seq = 0;       // the user's read cursor (at least the seq they joined at)
+    uint64_t peer_read_seq = 0;  // direct conversations: the other participant's read cursor
+    uint64_t unread = 0;         // text and system messages after read_seq, not the user's own, not recalled
+    uint64_t unread_mentions = 0;  // of those, the ones mentioning the user or @all
+    std::optional<MessageRecord> last_message;  // the newest text or system message
+    int64_t last_activity_ms = 0;
+    uint32_t member_count = 0;
+};
+
+struct ConversationListPage {
+    std::vector<ConversationListEntry> entries;  // pinned first, then most recently active first
+    std::string next_page_token;                 // empty: this was the last page
+};
+
+struct MessageEdit {
+    uint32_t version = 0;  // 0 is the original text
+    std::string text;
+    int64_t time_ms = 0;  // when this version was written
+};
+
+struct MessageDetail {
+    MessageRecord message;
+    std::vector<MessageEdit> edits;     // the earlier versions, oldest first
+    std::vector<std::string> read_by;   // members (not the sender) whose read cursor covers the message
+    uint32_t member_count = 0;
 };
 
 struct UserConversation {
@@ -98,6 +155,25 @@ public:
     // Moves the device's cursor forward to min(seq, last_seq); never backwards. Returns the cursor.
     virtual void SaveDeviceCursor(std::string tenant_id, std::string user_id, std::string device_id,
                                   std::string conversation_id, uint64_t seq, Callback<uint64_t> done) = 0;
+
+    // The user's read cursor (one for all of the user's devices): forward to min(seq, last_seq), never
+    // backwards. Returns it. Errors: kFailedPrecondition "not_member".
+    virtual void SaveReadCursor(std::string tenant_id, std::string user_id, std::string conversation_id,
+                                uint64_t seq, Callback<uint64_t> done) = 0;
+    // Sets the flags given; returns all of them. Errors: "not_member".
+    virtual void SaveSettings(std::string tenant_id, std::string user_id, std::string conversation_id,
+                              std::optional<bool> pinned, std::optional<bool> muted, Callback<UserSettings> done) = 0;
+    // Deletes messages for this user only (they read back as deleted_for_me). Seqs above last_seq
+    // are ignored.
+    virtual void HideMessages(std::string tenant_id, std::string user_id, std::string conversation_id,
+                              std::vector<uint64_t> seqs, StatusCallback done) = 0;
+    // The user's conversation list, `limit` entries per page; `page_token` is empty or what the
+    // previous page returned. Errors: kInvalidArgument "bad_page_token".
+    virtual void ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token,
+                                      uint32_t limit, Callback<ConversationListPage> done) = 0;
+    // One message with its edit history and who read it; std::nullopt when there is no such seq.
+    virtual void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+                             Callback<std::optional<MessageDetail>> done) = 0;
 };
 
 // Who is connected where: one record per connected device (a user may have many).

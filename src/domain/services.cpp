@@ -24,6 +24,17 @@ Error NotMember(const std::string& conv) {
 SessionService::SessionService(ConversationStore& store, size_t max_cached, bool remember_missing)
     : store_(store), max_cached_(std::max<size_t>(max_cached, 16)), remember_missing_(remember_missing) {}
 
+SessionService::SessionService(ConversationStore& store, MessageStore& messages, PushApi& push, const Clock& clock,
+                               IdGenerator& ids, const Limits& limits, size_t max_cached, bool remember_missing)
+    : store_(store),
+      messages_(&messages),
+      push_(&push),
+      clock_(&clock),
+      ids_(&ids),
+      limits_(limits),
+      max_cached_(std::max<size_t>(max_cached, 16)),
+      remember_missing_(remember_missing) {}
+
 size_t SessionService::cached_conversations() {
     std::lock_guard lock(mu_);
     return cache_.size();
@@ -79,10 +90,26 @@ void SessionService::RemoveMember(const std::string& key, const std::string& use
     it->second.members = std::move(copy);
 }
 
+void SessionService::Invalidate(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+        return;
+    }
+    if (it->second.loading) {
+        it->second.stale = true;
+    } else {
+        cache_.erase(it);
+    }
+}
+
 void SessionService::Answer(Resolved r, const std::string& user, const Callback<Resolved>& done) {
     if (!r.exists && r.ref.type == ConversationType::kRoom) {
         return done(MakeError(Errc::kNotFound, "unknown_conversation",
                               "conversation '" + r.ref.id + "' does not exist (join the room first)"));
+    }
+    if (!r.exists && r.ref.type == ConversationType::kGroup) {
+        return done(MakeError(Errc::kNotFound, "unknown_conversation", "group '" + r.ref.id + "' does not exist"));
     }
     if (!user.empty() && !Contains(*r.members, user)) {
         return done(NotMember(r.ref.id));
@@ -114,7 +141,7 @@ void SessionService::Resolve(std::string tenant_id, std::string user_id, std::st
                 e.waiters.push_back(Waiter{std::move(user_id), std::move(done)});
                 return;
             }
-            Resolved r{e.ref, e.members, e.exists};  // the one copy, taken under the lock
+            Resolved r{e.ref, e.members, e.exists, e.group};  // the one copy, taken under the lock
             lock.unlock();
             return Answer(std::move(r), user_id, done);
         }
@@ -145,10 +172,20 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
     auto members = std::make_shared<std::vector<std::string>>();
     if (loaded->has_value()) {
         e.exists = true;
+        std::shared_ptr<GroupInfo> group;
+        if ((*loaded)->summary.type == ConversationType::kGroup) {
+            group = std::make_shared<GroupInfo>();
+            group->name = (*loaded)->name;
+            group->dissolved = (*loaded)->dissolved;
+        }
         for (auto& m : (*loaded)->members) {
+            if (group && (m.role != MemberRole::kMember || m.muted_until_ms != 0)) {
+                group->meta.emplace(m.user_id, MemberMeta{m.role, m.muted_until_ms});
+            }
             members->push_back(std::move(m.user_id));
         }
         std::sort(members->begin(), members->end());
+        e.group = std::move(group);
     } else if (e.ref.type == ConversationType::kDirect) {
         *members = {e.ref.a, e.ref.b};  // comes into being with its first message
     } else if (e.ref.type == ConversationType::kSystem) {
@@ -172,14 +209,15 @@ void SessionService::OnLoaded(const std::string& key, Result<std::optional<Conve
         e.waiters.clear();
         if (waiters.empty()) {
             // A room that does not exist is not remembered: unknown names must not fill the cache.
-            if (e.stale || (!e.exists && (e.ref.type == ConversationType::kRoom || !remember_missing_))) {
+            if (e.stale || (!e.exists && (e.ref.type == ConversationType::kRoom ||
+                                          e.ref.type == ConversationType::kGroup || !remember_missing_))) {
                 cache_.erase(it);
             } else {
                 e.loading = false;
             }
             return;
         }
-        const Resolved snapshot{e.ref, e.members, e.exists};
+        const Resolved snapshot{e.ref, e.members, e.exists, e.group};
         lock.unlock();
         for (auto& w : waiters) {
             Answer(snapshot, w.user_id, w.done);
@@ -274,11 +312,15 @@ void SessionService::Ack(const Principal& who, std::string conversation_id, uint
 
 // --------------------------------------------------------------------------------------------- push
 
-PushService::PushService(PresenceRegistry& presence, GatewayDirectory& gateways)
-    : presence_(presence), gateways_(gateways) {}
+PushService::PushService(PresenceRegistry& presence, GatewayDirectory& gateways, uint32_t large_group_members)
+    : presence_(presence), gateways_(gateways), large_group_members_(large_group_members) {}
 
 void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPlan plan,
                          std::function<void(DeliveryStats)> done) {
+    if (large_group_members_ != 0 && message->conversation_type == ConversationType::kGroup &&
+        message->kind != MessageKind::kNotice && plan.recipients && plan.recipients->size() > large_group_members_) {
+        return FanoutNotice(std::move(message), std::move(plan), std::move(done));
+    }
     const std::string tenant = message->tenant_id;
     presence_.Lookup(tenant, std::move(plan.recipients),
                      [this, message = std::move(message), skip_gateway_id = std::move(plan.skip_gateway_id),
@@ -292,6 +334,65 @@ void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPla
                          DeliverTo(message, *devices, skip_gateway_id, skip_connection_id,
                                    /*count_users=*/static_cast<bool>(done), done);
                      });
+}
+
+// A large group: every member's devices (the sender's too) get "new messages up to seq N"; while one
+// such notice is on its way, later ones wait, coalesced into one with the newest seq.
+void PushService::FanoutNotice(std::shared_ptr<const MessageRecord> message, FanoutPlan plan,
+                               std::function<void(DeliveryStats)> done) {
+    auto notice = std::make_shared<MessageRecord>();
+    notice->tenant_id = message->tenant_id;
+    notice->conversation_id = message->conversation_id;
+    notice->conversation_type = message->conversation_type;
+    notice->server_time_ms = message->server_time_ms;
+    notice->kind = MessageKind::kNotice;
+    notice->event.type = EventType::kNewMessages;
+    notice->event.target_seq = message->seq;
+    const std::string key = message->tenant_id + '\x1f' + message->conversation_id;
+    bool send_now = false;
+    {
+        std::lock_guard lock(notice_mu_);
+        auto [it, inserted] = notices_in_flight_.try_emplace(key);
+        if (inserted) {
+            send_now = true;
+        } else if (!it->second || it->second->notice->event.target_seq < notice->event.target_seq) {
+            it->second = Pending{notice, plan.recipients};
+        }
+    }
+    if (send_now) {
+        SendNotice(key, std::move(notice), std::move(plan.recipients));
+    }
+    if (done) {
+        done(DeliveryStats{});  // members pull the messages themselves
+    }
+}
+
+void PushService::SendNotice(const std::string& key, std::shared_ptr<const MessageRecord> notice,
+                             MemberList recipients) {
+    const std::string tenant = notice->tenant_id;
+    presence_.Lookup(tenant, std::move(recipients), [this, key, notice](Result<std::vector<DeviceSession>> devices) {
+        auto next = [this, key] {
+            std::optional<Pending> pending;
+            {
+                std::lock_guard lock(notice_mu_);
+                auto it = notices_in_flight_.find(key);
+                if (it == notices_in_flight_.end()) {
+                    return;
+                }
+                if (!it->second) {
+                    notices_in_flight_.erase(it);
+                    return;
+                }
+                pending = std::move(it->second);
+                it->second.reset();
+            }
+            SendNotice(key, std::move(pending->notice), std::move(pending->recipients));
+        };
+        if (!devices) {
+            return next();  // members catch up by seq on their next sync
+        }
+        DeliverTo(notice, *devices, "", 0, /*count_users=*/false, [next](DeliveryStats) { next(); });
+    });
 }
 
 void PushService::Broadcast(std::shared_ptr<const MessageRecord> message, std::function<void(DeliveryStats)> done) {
@@ -413,6 +514,12 @@ MessageOrchestrator::MessageOrchestrator(const Limits& limits, ConversationApi& 
 
 void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                                std::function<void(DeliveryStats)> on_delivered) {
+    if (command.kind == MessageKind::kEvent) {
+        return SendOperation(std::move(command), std::move(done), std::move(on_delivered));
+    }
+    if (command.kind == MessageKind::kNotice) {
+        return done(MakeError(Errc::kInvalidArgument, "bad_kind", "notices are not sent as messages"));
+    }
     if (command.client_msg_id.empty()) {
         return done(MakeError(Errc::kInvalidArgument, "missing_client_msg_id",
                               "client_msg_id is required: it makes a retry safe"));
@@ -430,6 +537,18 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                               "text is " + std::to_string(command.text.size()) + " bytes; the limit is " +
                                   std::to_string(limits_.max_text_bytes)));
     }
+    if (command.mentions.size() > limits_.max_mentions) {
+        return done(MakeError(Errc::kInvalidArgument, "too_many_mentions",
+                              "a message mentions at most " + std::to_string(limits_.max_mentions) + " users"));
+    }
+    for (const auto& u : command.mentions) {
+        if (!IsValidName(u)) {
+            return done(MakeError(Errc::kInvalidArgument, "bad_user_id",
+                                  "mentions: '" + Utf8Prefix(u, 80) + "' is not a user id"));
+        }
+    }
+    std::sort(command.mentions.begin(), command.mentions.end());
+    command.mentions.erase(std::unique(command.mentions.begin(), command.mentions.end()), command.mentions.end());
     const std::string tenant = command.sender.tenant_id, conv = command.conversation_id;
     // The system (a business caller) may write anywhere; users only where they are members.
     const std::string user = command.check_membership ? command.sender.user_id : std::string();
@@ -443,39 +562,62 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                               return done(MakeError(Errc::kPermissionDenied, "read_only_conversation",
                                                     "'" + resolved->ref.id + "' receives system messages only"));
                           }
-                          AppendRequest req;
-                          MessageRecord& m = req.message;
-                          m.tenant_id = command.sender.tenant_id;
-                          m.conversation_id = resolved->ref.id;
-                          m.conversation_type = resolved->ref.type;
-                          m.server_msg_id = ids_.NewId();
-                          m.client_msg_id = std::move(command.client_msg_id);
-                          m.sender_id = command.sender.user_id;
-                          m.sender_device_id = command.sender.device_id;
-                          m.server_time_ms = clock_.NowMs();
-                          m.kind = command.kind;
-                          m.text = std::move(command.text);
-                          if (!resolved->exists) {
-                              req.create_with_members = *resolved->members;
+                          if (resolved->dissolved()) {
+                              return done(MakeError(Errc::kFailedPrecondition, "conversation_dissolved",
+                                                    "group '" + resolved->ref.id + "' was dissolved"));
                           }
-                          FanoutPlan plan{resolved->members, std::move(command.gateway_id),
-                                          command.connection_id};
-                          committer_.Commit(
-                              std::move(req), std::move(plan),
-                              [this, resolved = std::move(resolved.value()),
-                               done = std::move(done)](Result<AppendResult> appended) mutable {
-                                  if (!appended) {
-                                      return done(appended.error());
-                                  }
-                                  const MessageRecord& m = appended->message;
-                                  if (!appended->duplicate && !resolved.exists) {
-                                      sessions_.MarkDirectCreated(m.tenant_id, resolved.ref);
-                                  }
-                                  done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms,
-                                                   appended->duplicate});
-                              },
-                              std::move(on_delivered));
+                          if (command.check_membership) {
+                              const MemberMeta meta = resolved->MetaOf(command.sender.user_id);
+                              if (meta.muted_until_ms > clock_.NowMs()) {
+                                  return done(MakeError(Errc::kPermissionDenied, "member_muted",
+                                                        "you are muted in this group until " +
+                                                            std::to_string(meta.muted_until_ms) + " (ms)"));
+                              }
+                              if (command.mention_all && (resolved->ref.type != ConversationType::kGroup ||
+                                                          meta.role == MemberRole::kMember)) {
+                                  return done(MakeError(Errc::kPermissionDenied, "mention_all_not_allowed",
+                                                        "only a group's owner and admins may mention @all"));
+                              }
+                          }
+                          CommitResolved(std::move(command), std::move(resolved.value()), std::move(done),
+                                         std::move(on_delivered));
                       });
+}
+
+void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversation resolved,
+                                         Callback<SendReceipt> done, std::function<void(DeliveryStats)> on_delivered) {
+    AppendRequest req;
+    MessageRecord& m = req.message;
+    m.tenant_id = command.sender.tenant_id;
+    m.conversation_id = resolved.ref.id;
+    m.conversation_type = resolved.ref.type;
+    m.server_msg_id = ids_.NewId();
+    m.client_msg_id = std::move(command.client_msg_id);
+    m.sender_id = command.check_membership || !command.sender.user_id.empty() ? command.sender.user_id : "system";
+    m.sender_device_id = command.sender.device_id;
+    m.server_time_ms = clock_.NowMs();
+    m.kind = command.kind;
+    m.text = std::move(command.text);
+    m.mentions = std::move(command.mentions);
+    m.mention_all = command.mention_all;
+    m.event = std::move(command.event);
+    if (!resolved.exists) {
+        req.create_with_members = *resolved.members;
+    }
+    FanoutPlan plan{resolved.members, std::move(command.gateway_id), command.connection_id};
+    committer_.Commit(
+        std::move(req), std::move(plan),
+        [this, resolved = std::move(resolved), done = std::move(done)](Result<AppendResult> appended) mutable {
+            if (!appended) {
+                return done(appended.error());
+            }
+            const MessageRecord& m = appended->message;
+            if (!appended->duplicate && !resolved.exists) {
+                sessions_.MarkDirectCreated(m.tenant_id, resolved.ref);
+            }
+            done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate});
+        },
+        std::move(on_delivered));
 }
 
 void MessageOrchestrator::ReadHistory(std::string tenant_id, std::string conversation_id, uint64_t after_seq,
@@ -494,7 +636,7 @@ void MessageOrchestrator::SyncMessages(const Principal& who, std::string convers
                               "limit must be 1.." + std::to_string(limits_.sync_max_limit)));
     }
     sessions_.Resolve(who.tenant_id, who.user_id, conversation_id,
-                      [this, tenant = who.tenant_id, after_seq, limit,
+                      [this, tenant = who.tenant_id, reader = who.user_id, after_seq, limit,
                        done = std::move(done)](Result<SessionService::Resolved> r) mutable {
                           if (!r) {
                               return done(r.error());
@@ -502,7 +644,7 @@ void MessageOrchestrator::SyncMessages(const Principal& who, std::string convers
                           if (!r->exists) {
                               return done(MessagePage{});
                           }
-                          messages_.ReadAfter(std::move(tenant), r->ref.id, after_seq, limit, std::move(done));
+                          messages_.ReadAfter(std::move(tenant), r->ref.id, after_seq, limit, std::move(reader), std::move(done));
                       });
 }
 

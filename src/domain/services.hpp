@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -23,6 +24,16 @@ struct Limits {
     uint32_t max_client_msg_id_bytes = 128;
     uint32_t sync_default_limit = 100;
     uint32_t sync_max_limit = 500;
+    // Message operations and groups.
+    uint32_t recall_window_ms = 120'000;   // a sender may recall or delete for everyone this long
+    uint32_t max_group_members = 10'000;
+    uint32_t large_group_members = 500;    // above: pushes become "new messages up to seq N" notices
+    uint32_t max_mentions = 50;
+    uint32_t max_name_bytes = 128;         // group names
+    uint32_t max_emoji_bytes = 32;
+    uint32_t max_delete_for_me = 100;      // seqs per request
+    uint32_t list_default_limit = 20;
+    uint32_t list_max_limit = 100;
 };
 
 // Conversations and membership, with a member cache in front of the ConversationStore.
@@ -35,6 +46,10 @@ public:
     // when this process sees every first message (embedded); the distributed session service asks the
     // store again instead, since storage-writer creates conversations in another process.
     explicit SessionService(ConversationStore& store, size_t max_cached = 100'000, bool remember_missing = true);
+    // With what the group, user-state and message calls need: events are appended to `messages`
+    // directly and fanned out through `push`.
+    SessionService(ConversationStore& store, MessageStore& messages, PushApi& push, const Clock& clock,
+                   IdGenerator& ids, const Limits& limits, size_t max_cached = 100'000, bool remember_missing = true);
 
     using Resolved = ResolvedConversation;
 
@@ -46,6 +61,12 @@ public:
     void SyncConversations(const Principal& who, std::map<std::string, uint64_t> known, bool include_all,
                            Callback<std::vector<ConversationStateView>> done) override;
     void Ack(const Principal& who, std::string conversation_id, uint64_t seq, Callback<uint64_t> done) override;
+    void ManageGroup(GroupCommand command, Callback<GroupResult> done) override;
+    void UpdateUserState(UserStateCommand command, Callback<UserStateResult> done) override;
+    void ListConversations(const Principal& who, std::string page_token, uint32_t limit,
+                           Callback<ConversationListPage> done) override;
+    void GetMessage(const Principal& who, std::string conversation_id, uint64_t seq,
+                    Callback<MessageDetail> done) override;
 
     size_t cached_conversations();
 
@@ -60,6 +81,7 @@ private:
         ConversationRef ref;
         MemberList members;
         bool exists = false;
+        std::shared_ptr<const GroupInfo> group;
         bool loading = true;
         bool stale = false;  // membership changed while loading: drop the entry once the waiters are served
         std::vector<Waiter> waiters;
@@ -69,10 +91,23 @@ private:
     void OnLoaded(const std::string& key, Result<std::optional<ConversationInfo>> loaded);
     void AddMember(const std::string& key, const std::string& user);
     void RemoveMember(const std::string& key, const std::string& user);
+    // Membership or group state changed in the store: the next Resolve reads it again.
+    void Invalidate(const std::string& key);
+    void CreateGroup(GroupCommand command, Callback<GroupResult> done);
+    // Appends an event (direct to the store), then pushes it to `recipients`.
+    void AppendEvent(AppendRequest request, MemberList recipients, std::string skip_gateway, uint64_t skip_connection,
+                     Callback<AppendResult> done);
+    void Notify(MessageRecord notice, MemberList recipients, std::string skip_gateway, uint64_t skip_connection);
+    bool operational(const std::function<void(Error)>& fail) const;
 
     void EvictLocked();
 
     ConversationStore& store_;
+    MessageStore* messages_ = nullptr;
+    PushApi* push_ = nullptr;
+    const Clock* clock_ = nullptr;
+    IdGenerator* ids_ = nullptr;
+    Limits limits_;
     size_t max_cached_;
     bool remember_missing_;
     std::mutex mu_;
@@ -80,9 +115,12 @@ private:
 };
 
 // Fan-out: finds every connected device of the recipients and hands each gateway its batch.
+// Groups with more than `large_group_members` members (0: no limit) get a "new messages up to seq N"
+// notice instead of each message, at most one in flight per conversation: notices that come up
+// meanwhile are coalesced into the next one.
 class PushService final : public PushApi {
 public:
-    PushService(PresenceRegistry& presence, GatewayDirectory& gateways);
+    PushService(PresenceRegistry& presence, GatewayDirectory& gateways, uint32_t large_group_members = 0);
     void Fanout(std::shared_ptr<const MessageRecord> message, FanoutPlan plan,
                 std::function<void(DeliveryStats)> done = {}) override;
     void Broadcast(std::shared_ptr<const MessageRecord> message, std::function<void(DeliveryStats)> done) override;
@@ -95,8 +133,19 @@ private:
                    const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users,
                    std::function<void(DeliveryStats)> done);
 
+    void FanoutNotice(std::shared_ptr<const MessageRecord> message, FanoutPlan plan,
+                      std::function<void(DeliveryStats)> done);
+    void SendNotice(const std::string& key, std::shared_ptr<const MessageRecord> notice, MemberList recipients);
+
     PresenceRegistry& presence_;
     GatewayDirectory& gateways_;
+    uint32_t large_group_members_;
+    struct Pending {
+        std::shared_ptr<const MessageRecord> notice;  // the newest notice waiting for the one in flight
+        MemberList recipients;
+    };
+    std::mutex notice_mu_;
+    std::unordered_map<std::string, std::optional<Pending>> notices_in_flight_;
 };
 
 // Embedded mode's commit step: append to the store, then fan out in process.
@@ -126,6 +175,10 @@ public:
                       Callback<MessagePage> done) override;
 
 private:
+    void SendOperation(SendCommand command, Callback<SendReceipt> done, std::function<void(DeliveryStats)> on_delivered);
+    void CommitResolved(SendCommand command, ResolvedConversation resolved, Callback<SendReceipt> done,
+                        std::function<void(DeliveryStats)> on_delivered);
+
     Limits limits_;
     ConversationApi& sessions_;
     MessageStore& messages_;

@@ -38,12 +38,65 @@ std::string DirectConversationId(std::string_view user_a, std::string_view user_
 
 std::string RoomConversationId(std::string_view room) { return "room:" + std::string(room); }
 std::string SystemConversationId(std::string_view user) { return "system:" + std::string(user); }
+std::string GroupConversationId(std::string_view group) { return "group:" + std::string(group); }
+
+std::string_view RoleName(MemberRole r) {
+    switch (r) {
+        case MemberRole::kMember: return "member";
+        case MemberRole::kAdmin: return "admin";
+        case MemberRole::kOwner: return "owner";
+    }
+    return "member";
+}
+
+std::optional<MemberRole> ParseRole(std::string_view s) {
+    if (s == "member") return MemberRole::kMember;
+    if (s == "admin") return MemberRole::kAdmin;
+    if (s == "owner") return MemberRole::kOwner;
+    return std::nullopt;
+}
+
+std::string_view EventTypeName(EventType t) {
+    switch (t) {
+        case EventType::kNone: return "none";
+        case EventType::kGroupCreated: return "group_created";
+        case EventType::kGroupRenamed: return "group_renamed";
+        case EventType::kMembersAdded: return "members_added";
+        case EventType::kMembersRemoved: return "members_removed";
+        case EventType::kMemberLeft: return "member_left";
+        case EventType::kRoleChanged: return "role_changed";
+        case EventType::kMemberMuted: return "member_muted";
+        case EventType::kGroupDissolved: return "group_dissolved";
+        case EventType::kRecalled: return "recalled";
+        case EventType::kEdited: return "edited";
+        case EventType::kDeletedForEveryone: return "deleted_for_everyone";
+        case EventType::kReactionAdded: return "reaction_added";
+        case EventType::kReactionRemoved: return "reaction_removed";
+        case EventType::kTyping: return "typing";
+        case EventType::kRead: return "read";
+        case EventType::kSettingsChanged: return "settings_changed";
+        case EventType::kDeletedForMe: return "deleted_for_me";
+        case EventType::kNewMessages: return "new_messages";
+    }
+    return "none";
+}
+
+bool IsMessageOperation(EventType t) {
+    return t == EventType::kRecalled || t == EventType::kEdited || t == EventType::kDeletedForEveryone ||
+           t == EventType::kReactionAdded || t == EventType::kReactionRemoved;
+}
+
+bool IsMembershipEvent(EventType t) {
+    return t == EventType::kGroupCreated || t == EventType::kMembersAdded || t == EventType::kMembersRemoved ||
+           t == EventType::kMemberLeft || t == EventType::kRoleChanged || t == EventType::kMemberMuted ||
+           t == EventType::kGroupRenamed || t == EventType::kGroupDissolved;
+}
 
 Result<ConversationRef> ParseConversationId(std::string_view id) {
     auto bad = [&](std::string why) {
         return MakeError(Errc::kInvalidArgument, "bad_conversation_id",
                          "conversation id '" + Utf8Prefix(id, 200) + "' " + why +
-                             "; expected 'direct:<userA>:<userB>' (sorted), 'room:<name>' or 'system:<user>'");
+                             "; expected 'direct:<userA>:<userB>' (sorted), 'room:<name>', 'group:<id>' or 'system:<user>'");
     };
     ConversationRef ref;
     ref.id = std::string(id);
@@ -81,6 +134,15 @@ Result<ConversationRef> ParseConversationId(std::string_view id) {
         }
         ref.type = ConversationType::kSystem;
         ref.name = std::string(user);
+        return ref;
+    }
+    if (id.starts_with("group:")) {
+        std::string_view group = id.substr(6);
+        if (!IsValidName(group)) {
+            return bad("has an invalid group id");
+        }
+        ref.type = ConversationType::kGroup;
+        ref.name = std::string(group);
         return ref;
     }
     return bad("has an unknown type");

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,7 +12,43 @@
 namespace flare {
 
 enum class ConversationType { kDirect = 1, kRoom = 2, kGroup = 3, kSystem = 4 };
-enum class MessageKind { kText = 1, kSystem = 2 };
+// kText and kSystem are what users read. kEvent records a change to the conversation or to one of
+// its messages (group membership, recall, edit, reaction...): stored, with a seq, so that every
+// device sees it live or on catch-up. kNotice is transient (typing, read receipts, a device's own
+// settings): pushed with seq 0, never stored.
+enum class MessageKind { kText = 1, kSystem = 2, kEvent = 3, kNotice = 4 };
+
+enum class MemberRole { kMember = 0, kAdmin = 1, kOwner = 2 };
+std::string_view RoleName(MemberRole r);
+std::optional<MemberRole> ParseRole(std::string_view s);
+
+enum class EventType {
+    kNone = 0,
+    // Stored events (kind kEvent), in the conversation's seq space.
+    kGroupCreated = 1,    // text: the group name; user_ids: the members
+    kGroupRenamed = 2,    // text: the new name
+    kMembersAdded = 3,    // user_ids: who was added
+    kMembersRemoved = 4,  // user_ids: who was removed
+    kMemberLeft = 5,      // the sender left
+    kRoleChanged = 6,     // user_ids[0] now has `role`
+    kMemberMuted = 7,     // user_ids[0] may not send until `until_ms` (0: unmuted)
+    kGroupDissolved = 8,
+    kRecalled = 20,            // target_seq was recalled
+    kEdited = 21,              // target_seq has new text `text`
+    kDeletedForEveryone = 22,  // target_seq was deleted
+    kReactionAdded = 23,       // the sender reacted to target_seq with `text` (an emoji)
+    kReactionRemoved = 24,
+    // Transient notices (kind kNotice, seq 0, never stored).
+    kTyping = 40,           // the sender is typing (`active`) or stopped
+    kRead = 41,             // the sender has read the conversation up to target_seq
+    kSettingsChanged = 42,  // the user's own pinned/muted flags changed
+    kDeletedForMe = 43,     // `seqs` were deleted for the user
+    kNewMessages = 44,      // a large group has messages up to target_seq: pull them with syncMessages
+};
+std::string_view EventTypeName(EventType t);
+// The events that change a message (they need target_seq).
+bool IsMessageOperation(EventType t);
+bool IsMembershipEvent(EventType t);
 
 // "direct:<a>:<b>" (user ids sorted, a < b), "room:<name>", or "system:<user>" (the user's inbox of
 // business pushes: only the system writes, only the user reads).
@@ -36,6 +73,23 @@ std::string SystemConversationId(std::string_view user);
 // Live-only broadcasts carry this conversation id and seq 0: they are never stored.
 inline constexpr std::string_view kBroadcastConversationId = "broadcast";
 
+struct MessageEvent {
+    EventType type = EventType::kNone;
+    uint64_t target_seq = 0;
+    std::vector<std::string> user_ids;
+    std::string text;
+    MemberRole role = MemberRole::kMember;
+    int64_t until_ms = 0;
+    bool active = false;
+    std::vector<uint64_t> seqs;
+    std::optional<bool> pinned, muted;
+};
+
+struct Reaction {
+    std::string emoji;
+    std::vector<std::string> user_ids;  // sorted; the count is their number
+};
+
 // A stored message. (tenant_id, conversation_id, seq) is its position; seqs are dense from 1.
 struct MessageRecord {
     std::string tenant_id;
@@ -49,6 +103,17 @@ struct MessageRecord {
     int64_t server_time_ms = 0;
     MessageKind kind = MessageKind::kText;
     std::string text;
+    // Text messages: who is mentioned.
+    std::vector<std::string> mentions;
+    bool mention_all = false;
+    MessageEvent event;  // kEvent and kNotice
+    // The message's state after later events, as the store reads it back.
+    bool recalled = false;
+    bool deleted = false;         // deleted for everyone
+    bool deleted_for_me = false;  // deleted by the reader, for the reader only
+    uint32_t edit_version = 0;    // 0: never edited
+    int64_t edited_ms = 0;
+    std::vector<Reaction> reactions;  // by emoji
 };
 
 // What a client presents: an authenticated device on one connection.
@@ -69,6 +134,9 @@ struct DeviceSession {
     uint64_t connection_id = 0;  // unique within its gateway
     int64_t since_ms = 0;
 };
+
+// A group's id is "group:<id>".
+std::string GroupConversationId(std::string_view group);
 
 struct ConversationSummary {
     std::string conversation_id;

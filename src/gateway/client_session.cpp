@@ -21,6 +21,42 @@ pb::ConversationType ToProto(ConversationType t) {
 
 constexpr size_t kMaxRequestIdBytes = 128;
 
+pb::MemberRole ToProto(MemberRole r) {
+    switch (r) {
+        case MemberRole::kMember: return pb::MEMBER_ROLE_MEMBER;
+        case MemberRole::kAdmin: return pb::MEMBER_ROLE_ADMIN;
+        case MemberRole::kOwner: return pb::MEMBER_ROLE_OWNER;
+    }
+    return pb::MEMBER_ROLE_MEMBER;
+}
+
+Result<MemberRole> FromProto(pb::MemberRole r) {
+    switch (r) {
+        case pb::MEMBER_ROLE_MEMBER: return MemberRole::kMember;
+        case pb::MEMBER_ROLE_ADMIN: return MemberRole::kAdmin;
+        case pb::MEMBER_ROLE_OWNER: return MemberRole::kOwner;
+        default: return MakeError(Errc::kInvalidArgument, "bad_role", "role must be MEMBER, ADMIN or OWNER");
+    }
+}
+
+void ToProto(const MessageEvent& e, pb::Event* out) {
+    out->set_type(static_cast<pb::EventType>(static_cast<int>(e.type)));
+    out->set_target_seq(e.target_seq);
+    for (const auto& u : e.user_ids) {
+        out->add_user_ids(u);
+    }
+    switch (e.type) {
+        case EventType::kGroupCreated:
+        case EventType::kGroupRenamed: out->set_name(e.text); break;
+        case EventType::kEdited: out->set_text(e.text); break;
+        case EventType::kReactionAdded:
+        case EventType::kReactionRemoved: out->set_emoji(e.text); break;
+        default: break;
+    }
+    out->set_role(ToProto(e.role));
+    out->set_muted_until_ms(e.until_ms);
+}
+
 }  // namespace
 
 void ToProto(const MessageRecord& m, pb::Message* out) {
@@ -32,8 +68,54 @@ void ToProto(const MessageRecord& m, pb::Message* out) {
     out->set_sender_id(m.sender_id);
     out->set_sender_device_id(m.sender_device_id);
     out->set_server_time_ms(m.server_time_ms);
-    out->set_kind(m.kind == MessageKind::kSystem ? pb::MESSAGE_KIND_SYSTEM : pb::MESSAGE_KIND_TEXT);
+    out->set_kind(m.kind == MessageKind::kSystem  ? pb::MESSAGE_KIND_SYSTEM
+                  : m.kind == MessageKind::kEvent ? pb::MESSAGE_KIND_EVENT
+                                                  : pb::MESSAGE_KIND_TEXT);
     out->set_text(m.text);
+    for (const auto& u : m.mentions) {
+        out->add_mentions(u);
+    }
+    out->set_mention_all(m.mention_all);
+    if (m.kind == MessageKind::kEvent) {
+        ToProto(m.event, out->mutable_event());
+    }
+    out->set_recalled(m.recalled);
+    out->set_deleted(m.deleted);
+    out->set_deleted_for_me(m.deleted_for_me);
+    out->set_edit_version(m.edit_version);
+    out->set_edited_time_ms(m.edited_ms);
+    for (const auto& r : m.reactions) {
+        auto* o = out->add_reactions();
+        o->set_emoji(r.emoji);
+        o->set_count(static_cast<uint32_t>(r.user_ids.size()));
+        for (const auto& u : r.user_ids) {
+            o->add_user_ids(u);
+        }
+    }
+}
+
+void ToNoticeProto(const MessageRecord& m, pb::Notice* out) {
+    out->set_conversation_id(m.conversation_id);
+    out->set_conversation_type(ToProto(m.conversation_type));
+    out->set_user_id(m.sender_id);
+    out->set_device_id(m.sender_device_id);
+    out->set_server_time_ms(m.server_time_ms);
+    const MessageEvent& e = m.event;
+    switch (e.type) {
+        case EventType::kTyping: out->mutable_typing()->set_stopped(!e.active); break;
+        case EventType::kRead: out->mutable_read()->set_read_seq(e.target_seq); break;
+        case EventType::kSettingsChanged:
+            out->mutable_settings()->set_pinned(e.pinned.value_or(false));
+            out->mutable_settings()->set_muted(e.muted.value_or(false));
+            break;
+        case EventType::kDeletedForMe:
+            for (uint64_t s : e.seqs) {
+                out->mutable_deleted_for_me()->add_seqs(s);
+            }
+            break;
+        case EventType::kNewMessages: out->mutable_new_messages()->set_up_to_seq(e.target_seq); break;
+        default: break;
+    }
 }
 
 ClientSession::ClientSession(const GatewayOptions& options, GatewayServices services, Poster post,
@@ -186,7 +268,8 @@ void ClientSession::OnFrame(pb::ClientFrame frame) {
     if (frame.body_case() == pb::ClientFrame::BODY_NOT_SET) {
         return ReplyError(rid, MakeError(Errc::kInvalidArgument, "empty_frame",
                                          "frame has no body: set one of auth, ping, send, ack, syncMessages, "
-                                         "syncConversations, joinRoom, leaveRoom"));
+                                         "syncConversations, joinRoom, leaveRoom, group, messageOp, read, "
+                                         "deleteForMe, updateSettings, listConversations, typing, getMessage"));
     }
     if (frame.has_ping()) {
         pb::ServerFrame f;
@@ -236,7 +319,7 @@ void ClientSession::EndBarrier() {
 void ClientSession::Pump() {
     while (!deferred_.empty() && !barrier_ && state_ == State::kAuthenticated) {
         const pb::ClientFrame& next = deferred_.front();
-        if ((next.has_join_room() || next.has_leave_room()) && inflight_ > 0) {
+        if ((next.has_join_room() || next.has_leave_room() || next.has_group()) && inflight_ > 0) {
             return;  // resumed when the last earlier request is answered
         }
         pb::ClientFrame frame = std::move(deferred_.front());
@@ -254,6 +337,14 @@ void ClientSession::Dispatch(pb::ClientFrame frame) {
         case pb::ClientFrame::kSyncConversations: return HandleSyncConversations(rid, frame.sync_conversations());
         case pb::ClientFrame::kJoinRoom: return HandleJoin(rid, frame.join_room());
         case pb::ClientFrame::kLeaveRoom: return HandleLeave(rid, frame.leave_room());
+        case pb::ClientFrame::kGroup: return HandleGroup(rid, frame.group());
+        case pb::ClientFrame::kMessageOp: return HandleMessageOp(rid, frame.message_op());
+        case pb::ClientFrame::kRead: return HandleRead(rid, frame.read());
+        case pb::ClientFrame::kDeleteForMe: return HandleDeleteForMe(rid, frame.delete_for_me());
+        case pb::ClientFrame::kUpdateSettings: return HandleSettings(rid, frame.update_settings());
+        case pb::ClientFrame::kListConversations: return HandleList(rid, frame.list_conversations());
+        case pb::ClientFrame::kTyping: return HandleTyping(rid, frame.typing());
+        case pb::ClientFrame::kGetMessage: return HandleGetMessage(rid, frame.get_message());
         default:
             return ReplyError(rid, MakeError(Errc::kInvalidArgument, "unsupported_frame", "unsupported frame type"));
     }
@@ -267,13 +358,19 @@ void ClientSession::HandleSend(const std::string& rid, const pb::SendRequest& re
     cmd.conversation_id = req.conversation_id();
     cmd.client_msg_id = req.client_msg_id();
     cmd.text = req.text();
-    services_.orchestrator.Send(std::move(cmd), OnStrand([this, rid](Result<SendReceipt> r) {
+    cmd.mentions.assign(req.mentions().begin(), req.mentions().end());
+    cmd.mention_all = req.mention_all();
+    SendAndReply(rid, std::move(cmd), false);
+}
+
+void ClientSession::SendAndReply(const std::string& rid, SendCommand cmd, bool op) {
+    services_.orchestrator.Send(std::move(cmd), OnStrand([this, rid, op](Result<SendReceipt> r) {
         if (!r) {
             return ReplyError(rid, r.error());
         }
         pb::ServerFrame f;
         f.set_request_id(rid);
-        auto* s = f.mutable_send();
+        auto* s = op ? f.mutable_message_op() : f.mutable_send();
         s->set_conversation_id(r->conversation_id);
         s->set_server_msg_id(r->server_msg_id);
         s->set_seq(r->seq);
@@ -373,6 +470,237 @@ void ClientSession::HandleLeave(const std::string& rid, const pb::LeaveRoomReque
                                      }
                                      EndBarrier();
                                  }));
+}
+
+void ClientSession::HandleGroup(const std::string& rid, const pb::GroupRequest& req) {
+    GroupCommand cmd;
+    cmd.actor = principal_;
+    cmd.gateway_id = options_.gateway_id;
+    cmd.connection_id = connection_id_;
+    cmd.conversation_id = req.conversation_id();
+    cmd.client_msg_id = req.client_msg_id();
+    switch (req.op_case()) {
+        case pb::GroupRequest::kCreate:
+            cmd.op = GroupOp::kCreate;
+            cmd.name = req.create().name();
+            cmd.group_id = req.create().group_id();
+            cmd.user_ids.assign(req.create().member_ids().begin(), req.create().member_ids().end());
+            break;
+        case pb::GroupRequest::kRename:
+            cmd.op = GroupOp::kRename;
+            cmd.name = req.rename().name();
+            break;
+        case pb::GroupRequest::kAddMembers:
+            cmd.op = GroupOp::kAddMembers;
+            cmd.user_ids.assign(req.add_members().user_ids().begin(), req.add_members().user_ids().end());
+            break;
+        case pb::GroupRequest::kRemoveMembers:
+            cmd.op = GroupOp::kRemoveMembers;
+            cmd.user_ids.assign(req.remove_members().user_ids().begin(), req.remove_members().user_ids().end());
+            break;
+        case pb::GroupRequest::kLeave: cmd.op = GroupOp::kLeave; break;
+        case pb::GroupRequest::kSetRole: {
+            cmd.op = GroupOp::kSetRole;
+            cmd.user_ids = {req.set_role().user_id()};
+            auto role = FromProto(req.set_role().role());
+            if (!role) {
+                return ReplyError(rid, role.error());
+            }
+            cmd.role = *role;
+            break;
+        }
+        case pb::GroupRequest::kMute:
+            cmd.op = GroupOp::kMuteMember;
+            cmd.user_ids = {req.mute().user_id()};
+            cmd.mute_ms = req.mute().duration_ms();
+            break;
+        case pb::GroupRequest::kDissolve: cmd.op = GroupOp::kDissolve; break;
+        default:
+            return ReplyError(rid, MakeError(Errc::kInvalidArgument, "missing_operation",
+                                             "group: set one of create, rename, addMembers, removeMembers, leave, "
+                                             "setRole, mute, dissolve"));
+    }
+    barrier_ = true;
+    services_.sessions.ManageGroup(std::move(cmd), OnStrand([this, rid](Result<GroupResult> r) {
+                                       if (!r) {
+                                           ReplyError(rid, r.error());
+                                       } else {
+                                           pb::ServerFrame f;
+                                           f.set_request_id(rid);
+                                           ToProto(r->event, f.mutable_group()->mutable_event());
+                                           f.mutable_group()->set_duplicate(r->duplicate);
+                                           Reply(std::move(f));
+                                       }
+                                       EndBarrier();
+                                   }));
+}
+
+void ClientSession::HandleMessageOp(const std::string& rid, const pb::MessageOpRequest& req) {
+    SendCommand cmd;
+    cmd.sender = principal_;
+    cmd.gateway_id = options_.gateway_id;
+    cmd.connection_id = connection_id_;
+    cmd.conversation_id = req.conversation_id();
+    cmd.client_msg_id = req.client_msg_id();
+    cmd.kind = MessageKind::kEvent;
+    cmd.event.target_seq = req.seq();
+    switch (req.op_case()) {
+        case pb::MessageOpRequest::kRecall: cmd.event.type = EventType::kRecalled; break;
+        case pb::MessageOpRequest::kEdit:
+            cmd.event.type = EventType::kEdited;
+            cmd.event.text = req.edit().text();
+            break;
+        case pb::MessageOpRequest::kDeleteForEveryone: cmd.event.type = EventType::kDeletedForEveryone; break;
+        case pb::MessageOpRequest::kAddReaction:
+            cmd.event.type = EventType::kReactionAdded;
+            cmd.event.text = req.add_reaction().emoji();
+            break;
+        case pb::MessageOpRequest::kRemoveReaction:
+            cmd.event.type = EventType::kReactionRemoved;
+            cmd.event.text = req.remove_reaction().emoji();
+            break;
+        default:
+            return ReplyError(rid, MakeError(Errc::kInvalidArgument, "missing_operation",
+                                             "messageOp: set one of recall, edit, deleteForEveryone, addReaction, "
+                                             "removeReaction"));
+    }
+    SendAndReply(rid, std::move(cmd), true);
+}
+
+UserStateCommand ClientSession::UserCommand(UserOp op, const std::string& conversation_id) const {
+    UserStateCommand cmd;
+    cmd.who = principal_;
+    cmd.gateway_id = options_.gateway_id;
+    cmd.connection_id = connection_id_;
+    cmd.op = op;
+    cmd.conversation_id = conversation_id;
+    return cmd;
+}
+
+void ClientSession::HandleRead(const std::string& rid, const pb::ReadRequest& req) {
+    UserStateCommand cmd = UserCommand(UserOp::kRead, req.conversation_id());
+    cmd.seq = req.seq();
+    services_.sessions.UpdateUserState(
+        std::move(cmd), OnStrand([this, rid, conv = req.conversation_id()](Result<UserStateResult> r) {
+            if (!r) {
+                return ReplyError(rid, r.error());
+            }
+            pb::ServerFrame f;
+            f.set_request_id(rid);
+            f.mutable_read()->set_conversation_id(conv);
+            f.mutable_read()->set_read_seq(r->read_seq);
+            Reply(std::move(f));
+        }));
+}
+
+void ClientSession::HandleDeleteForMe(const std::string& rid, const pb::DeleteForMeRequest& req) {
+    UserStateCommand cmd = UserCommand(UserOp::kDeleteForMe, req.conversation_id());
+    cmd.seqs.assign(req.seqs().begin(), req.seqs().end());
+    services_.sessions.UpdateUserState(
+        std::move(cmd), OnStrand([this, rid, conv = req.conversation_id()](Result<UserStateResult> r) {
+            if (!r) {
+                return ReplyError(rid, r.error());
+            }
+            pb::ServerFrame f;
+            f.set_request_id(rid);
+            f.mutable_delete_for_me()->set_conversation_id(conv);
+            Reply(std::move(f));
+        }));
+}
+
+void ClientSession::HandleSettings(const std::string& rid, const pb::UpdateSettingsRequest& req) {
+    UserStateCommand cmd = UserCommand(UserOp::kSettings, req.conversation_id());
+    if (req.has_pinned()) {
+        cmd.pinned = req.pinned();
+    }
+    if (req.has_muted()) {
+        cmd.muted = req.muted();
+    }
+    services_.sessions.UpdateUserState(
+        std::move(cmd), OnStrand([this, rid, conv = req.conversation_id()](Result<UserStateResult> r) {
+            if (!r) {
+                return ReplyError(rid, r.error());
+            }
+            pb::ServerFrame f;
+            f.set_request_id(rid);
+            auto* s = f.mutable_update_settings();
+            s->set_conversation_id(conv);
+            s->set_pinned(r->settings.pinned);
+            s->set_muted(r->settings.muted);
+            Reply(std::move(f));
+        }));
+}
+
+void ClientSession::HandleTyping(const std::string& rid, const pb::TypingRequest& req) {
+    UserStateCommand cmd = UserCommand(UserOp::kTyping, req.conversation_id());
+    cmd.active = !req.stopped();
+    services_.sessions.UpdateUserState(std::move(cmd), OnStrand([this, rid](Result<UserStateResult> r) {
+                                           if (!r) {
+                                               return ReplyError(rid, r.error());
+                                           }
+                                           pb::ServerFrame f;
+                                           f.set_request_id(rid);
+                                           f.mutable_typing();
+                                           Reply(std::move(f));
+                                       }));
+}
+
+void ClientSession::HandleList(const std::string& rid, const pb::ListConversationsRequest& req) {
+    services_.sessions.ListConversations(
+        principal_, req.page_token(), req.limit(), OnStrand([this, rid](Result<ConversationListPage> r) {
+            if (!r) {
+                return ReplyError(rid, r.error());
+            }
+            pb::ServerFrame f;
+            f.set_request_id(rid);
+            auto* out = f.mutable_list_conversations();
+            for (const auto& e : r->entries) {
+                auto* o = out->add_conversations();
+                o->set_conversation_id(e.summary.conversation_id);
+                o->set_type(ToProto(e.summary.type));
+                o->set_name(e.name);
+                o->set_role(ToProto(e.role));
+                o->set_dissolved(e.dissolved);
+                o->set_pinned(e.settings.pinned);
+                o->set_muted(e.settings.muted);
+                o->set_last_seq(e.summary.last_seq);
+                o->set_read_seq(e.read_seq);
+                o->set_peer_read_seq(e.peer_read_seq);
+                o->set_unread_count(e.unread);
+                o->set_unread_mentions(e.unread_mentions);
+                if (e.last_message) {
+                    ToProto(*e.last_message, o->mutable_last_message());
+                }
+                o->set_last_activity_time_ms(e.last_activity_ms);
+                o->set_member_count(e.member_count);
+            }
+            out->set_next_page_token(r->next_page_token);
+            Reply(std::move(f));
+        }));
+}
+
+void ClientSession::HandleGetMessage(const std::string& rid, const pb::GetMessageRequest& req) {
+    services_.sessions.GetMessage(principal_, req.conversation_id(), req.seq(),
+                                  OnStrand([this, rid](Result<MessageDetail> r) {
+                                      if (!r) {
+                                          return ReplyError(rid, r.error());
+                                      }
+                                      pb::ServerFrame f;
+                                      f.set_request_id(rid);
+                                      auto* out = f.mutable_get_message();
+                                      ToProto(r->message, out->mutable_message());
+                                      for (const auto& e : r->edits) {
+                                          auto* o = out->add_edits();
+                                          o->set_version(e.version);
+                                          o->set_text(e.text);
+                                          o->set_time_ms(e.time_ms);
+                                      }
+                                      for (const auto& u : r->read_by) {
+                                          out->add_read_by(u);
+                                      }
+                                      out->set_member_count(r->member_count);
+                                      Reply(std::move(f));
+                                  }));
 }
 
 }  // namespace flare::gateway

@@ -92,6 +92,16 @@ private:
     void HandleSyncConversations(const std::string& rid, const pb::SyncConversationsRequest& req);
     void HandleJoin(const std::string& rid, const pb::JoinRoomRequest& req);
     void HandleLeave(const std::string& rid, const pb::LeaveRoomRequest& req);
+    void SendAndReply(const std::string& rid, SendCommand cmd, bool op);
+    void HandleGroup(const std::string& rid, const pb::GroupRequest& req);
+    void HandleMessageOp(const std::string& rid, const pb::MessageOpRequest& req);
+    UserStateCommand UserCommand(UserOp op, const std::string& conversation_id) const;
+    void HandleRead(const std::string& rid, const pb::ReadRequest& req);
+    void HandleDeleteForMe(const std::string& rid, const pb::DeleteForMeRequest& req);
+    void HandleSettings(const std::string& rid, const pb::UpdateSettingsRequest& req);
+    void HandleTyping(const std::string& rid, const pb::TypingRequest& req);
+    void HandleList(const std::string& rid, const pb::ListConversationsRequest& req);
+    void HandleGetMessage(const std::string& rid, const pb::GetMessageRequest& req);
 
     const GatewayOptions& options_;
     GatewayServices services_;
@@ -109,5 +119,7 @@ private:
 
 // Domain -> protocol conversions shared by the gateway's push path.
 void ToProto(const MessageRecord& m, pb::Message* out);
+// A kNotice record as the Notice frame clients get.
+void ToNoticeProto(const MessageRecord& m, pb::Notice* out);
 
 }  // namespace flare::gateway

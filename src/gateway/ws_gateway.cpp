@@ -637,7 +637,11 @@ void WsGateway::DeliverLocal(const MessageRecord& message, std::span<const uint6
         return;
     }
     pb::ServerFrame frame;
-    ToProto(message, frame.mutable_message()->mutable_message());
+    if (message.kind == MessageKind::kNotice) {
+        ToNoticeProto(message, frame.mutable_notice());
+    } else {
+        ToProto(message, frame.mutable_message()->mutable_message());
+    }
     std::shared_ptr<const std::string> binary, json;
     auto conv = std::make_shared<const std::string>(message.conversation_id);
     for (auto& c : targets) {

@@ -235,15 +235,7 @@ public:
                 if (!s.ok()) {
                     return done(FromGrpc(s, "session Resolve"));
                 }
-                ResolvedConversation out;
-                out.ref.type = static_cast<ConversationType>(r.type());
-                out.ref.id = r.conversation_id();
-                out.ref.a = r.a();
-                out.ref.b = r.b();
-                out.ref.name = r.name();
-                out.members = std::make_shared<std::vector<std::string>>(r.members().begin(), r.members().end());
-                out.exists = r.exists();
-                done(std::move(out));
+                done(FromProto(r));
             });
     }
 
@@ -315,6 +307,67 @@ public:
                                                  }
                                                  done(r.seq());
                                              });
+    }
+
+    void ManageGroup(GroupCommand command, Callback<GroupResult> done) override {
+        ipb::GroupCommand req;
+        ToProto(command, &req);
+        Call<ipb::GroupCommand, ipb::GroupReply>(
+            FLARE_RPC(stub_, ManageGroup), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const ipb::GroupReply& r) {
+                if (!s.ok()) {
+                    return done(FromGrpc(s, "session ManageGroup"));
+                }
+                done(GroupResult{FromProto(r.event()), r.duplicate()});
+            });
+    }
+
+    void UpdateUserState(UserStateCommand command, Callback<UserStateResult> done) override {
+        ipb::UserStateCommand req;
+        ToProto(command, &req);
+        Call<ipb::UserStateCommand, ipb::UserStateReply>(
+            FLARE_RPC(stub_, UpdateUserState), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const ipb::UserStateReply& r) {
+                if (!s.ok()) {
+                    return done(FromGrpc(s, "session UpdateUserState"));
+                }
+                UserStateResult out;
+                out.read_seq = r.read_seq();
+                out.settings = UserSettings{r.pinned(), r.muted()};
+                done(out);
+            });
+    }
+
+    void ListConversations(const Principal& who, std::string page_token, uint32_t limit,
+                           Callback<ConversationListPage> done) override {
+        ipb::ListConversationsRequest req;
+        ToProto(who, req.mutable_who());
+        req.set_page_token(std::move(page_token));
+        req.set_limit(limit);
+        Call<ipb::ListConversationsRequest, ipb::ConversationListPage>(
+            FLARE_RPC(stub_, ListConversations), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const ipb::ConversationListPage& r) {
+                if (!s.ok()) {
+                    return done(FromGrpc(s, "session ListConversations"));
+                }
+                done(FromProto(r));
+            });
+    }
+
+    void GetMessage(const Principal& who, std::string conversation_id, uint64_t seq,
+                    Callback<MessageDetail> done) override {
+        ipb::GetMessageRequest req;
+        ToProto(who, req.mutable_who());
+        req.set_conversation_id(std::move(conversation_id));
+        req.set_seq(seq);
+        Call<ipb::GetMessageRequest, ipb::MessageDetail>(
+            FLARE_RPC(stub_, GetMessage), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const ipb::MessageDetail& r) {
+                if (!s.ok()) {
+                    return done(FromGrpc(s, "session GetMessage"));
+                }
+                done(FromProto(r));
+            });
     }
 
 private:
@@ -412,6 +465,13 @@ private:
         req.set_text(c.text);
         req.set_kind(static_cast<int32_t>(c.kind));
         req.set_check_membership(c.check_membership);
+        if (c.event.type != EventType::kNone) {
+            ToProto(c.event, req.mutable_event());
+        }
+        for (const auto& u : c.mentions) {
+            req.add_mentions(u);
+        }
+        req.set_mention_all(c.mention_all);
         req.set_want_delivery_stats(static_cast<bool>(p.on_delivered));
         ++in_flight_;
         Call<ipb::SendRequest, ipb::SendReply>(

@@ -135,17 +135,7 @@ public:
         auto* reactor = ctx->DefaultReactor();
         s_.Resolve(req->tenant_id(), req->user_id(), req->conversation_id(),
                    [reactor, resp](Result<ResolvedConversation> r) {
-                       Finish(reactor, r, [resp](const ResolvedConversation& c) {
-                           resp->set_type(static_cast<int32_t>(c.ref.type));
-                           resp->set_conversation_id(c.ref.id);
-                           resp->set_a(c.ref.a);
-                           resp->set_b(c.ref.b);
-                           resp->set_name(c.ref.name);
-                           if (c.members) {
-                               resp->mutable_members()->Add(c.members->begin(), c.members->end());
-                           }
-                           resp->set_exists(c.exists);
-                       });
+                       Finish(reactor, r, [resp](const ResolvedConversation& c) { ToProto(c, resp); });
                    });
         return reactor;
     }
@@ -204,6 +194,45 @@ public:
         });
         return reactor;
     }
+    Reactor* ManageGroup(grpc::CallbackServerContext* ctx, const ipb::GroupCommand* req, ipb::GroupReply* resp) override {
+        auto* reactor = ctx->DefaultReactor();
+        s_.ManageGroup(FromProto(*req), [reactor, resp](Result<GroupResult> r) {
+            Finish(reactor, r, [resp](const GroupResult& g) {
+                ToProto(g.event, resp->mutable_event());
+                resp->set_duplicate(g.duplicate);
+            });
+        });
+        return reactor;
+    }
+    Reactor* UpdateUserState(grpc::CallbackServerContext* ctx, const ipb::UserStateCommand* req,
+                             ipb::UserStateReply* resp) override {
+        auto* reactor = ctx->DefaultReactor();
+        s_.UpdateUserState(FromProto(*req), [reactor, resp](Result<UserStateResult> r) {
+            Finish(reactor, r, [resp](const UserStateResult& u) {
+                resp->set_read_seq(u.read_seq);
+                resp->set_pinned(u.settings.pinned);
+                resp->set_muted(u.settings.muted);
+            });
+        });
+        return reactor;
+    }
+    Reactor* ListConversations(grpc::CallbackServerContext* ctx, const ipb::ListConversationsRequest* req,
+                               ipb::ConversationListPage* resp) override {
+        auto* reactor = ctx->DefaultReactor();
+        s_.ListConversations(FromProto(req->who()), req->page_token(), req->limit(),
+                             [reactor, resp](Result<ConversationListPage> r) {
+                                 Finish(reactor, r, [resp](const ConversationListPage& p) { ToProto(p, resp); });
+                             });
+        return reactor;
+    }
+    Reactor* GetMessage(grpc::CallbackServerContext* ctx, const ipb::GetMessageRequest* req,
+                        ipb::MessageDetail* resp) override {
+        auto* reactor = ctx->DefaultReactor();
+        s_.GetMessage(FromProto(req->who()), req->conversation_id(), req->seq(), [reactor, resp](Result<MessageDetail> r) {
+            Finish(reactor, r, [resp](const MessageDetail& d) { ToProto(d, resp); });
+        });
+        return reactor;
+    }
 
 private:
     ConversationApi& s_;
@@ -222,8 +251,15 @@ public:
         c.conversation_id = req->conversation_id();
         c.client_msg_id = req->client_msg_id();
         c.text = req->text();
-        c.kind = req->kind() == static_cast<int32_t>(MessageKind::kSystem) ? MessageKind::kSystem : MessageKind::kText;
+        c.kind = req->kind() == static_cast<int32_t>(MessageKind::kSystem)  ? MessageKind::kSystem
+                 : req->kind() == static_cast<int32_t>(MessageKind::kEvent) ? MessageKind::kEvent
+                                                                            : MessageKind::kText;
         c.check_membership = req->check_membership();
+        if (req->has_event()) {
+            c.event = FromProto(req->event());
+        }
+        c.mentions.assign(req->mentions().begin(), req->mentions().end());
+        c.mention_all = req->mention_all();
         std::function<void(DeliveryStats)> on_delivered;
         if (req->want_delivery_stats()) {
             on_delivered = [resp](DeliveryStats s) {

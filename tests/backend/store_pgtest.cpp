@@ -188,7 +188,7 @@ TEST(PgStoreConcurrency, SeveralStoresOnOneConversationKeepSeqsDense) {
     ASSERT_EQ(seqs.size(), static_cast<size_t>(kDistinct));
     EXPECT_EQ(*seqs.begin(), 1u);
     EXPECT_EQ(*seqs.rbegin(), static_cast<uint64_t>(kDistinct));
-    auto page = Await<MessagePage>([&](auto cb) { stores[1]->ReadAfter("t1", "room:busy", 0, 1000, cb); });
+    auto page = Await<MessagePage>([&](auto cb) { stores[1]->ReadAfter("t1", "room:busy", 0, 1000, "", cb); });
     ASSERT_TRUE(page.ok());
     EXPECT_EQ(page->last_seq, static_cast<uint64_t>(kDistinct));
     ASSERT_EQ(page->messages.size(), static_cast<size_t>(kDistinct));
@@ -228,7 +228,7 @@ TEST(PgStoreContent, TextPostgresCannotHoldIsRefusedAloneAndOthersCommit) {
         }
     }
     EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 2, 3, 4}));
-    auto page = Await<MessagePage>([&](auto cb) { store.ReadAfter("t1", "room:z", 0, 10, cb); });
+    auto page = Await<MessagePage>([&](auto cb) { store.ReadAfter("t1", "room:z", 0, 10, "", cb); });
     ASSERT_TRUE(page.ok());
     EXPECT_EQ(page->messages.size(), 4u);
 }
@@ -250,7 +250,7 @@ TEST(PgStoreContent, NulBytesAreRefusedNotTruncated) {
     auto r = Await<AppendResult>([&](auto cb) { store.Append(std::move(req), cb); });
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, Errc::kInvalidArgument);
-    auto page = Await<MessagePage>([&](auto cb) { store.ReadAfter("t1", "room:n", 0, 10, cb); });
+    auto page = Await<MessagePage>([&](auto cb) { store.ReadAfter("t1", "room:n", 0, 10, "", cb); });
     ASSERT_TRUE(page.ok());
     EXPECT_TRUE(page->messages.empty());
 }

@@ -54,7 +54,7 @@ protected:
         return Await<ConversationSummary>([&](auto cb) { store_->JoinRoom("t1", conv, user, cb); });
     }
     Result<MessagePage> Read(const std::string& conv, uint64_t after, uint32_t limit) {
-        return Await<MessagePage>([&](auto cb) { store_->ReadAfter("t1", conv, after, limit, cb); });
+        return Await<MessagePage>([&](auto cb) { store_->ReadAfter("t1", conv, after, limit, "", cb); });
     }
 
     Factory factory_;
@@ -214,7 +214,7 @@ TYPED_TEST_P(StoreContract, MembershipAndCursors) {
 TYPED_TEST_P(StoreContract, TenantsAreSeparate) {
     ASSERT_TRUE(this->Join("room:same", "alice").ok());
     ASSERT_TRUE(this->Append("room:same", "alice", "c1", "t1 text").ok());
-    auto other = Await<MessagePage>([&](auto cb) { this->store_->ReadAfter("t2", "room:same", 0, 10, cb); });
+    auto other = Await<MessagePage>([&](auto cb) { this->store_->ReadAfter("t2", "room:same", 0, 10, "", cb); });
     ASSERT_TRUE(other.ok());
     EXPECT_TRUE(other->messages.empty());
 }

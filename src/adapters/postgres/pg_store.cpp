@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 
+#include "adapters/common/event_codec.hpp"
 #include "adapters/postgres/pg_conn.hpp"
 #include "adapters/postgres/pg_migrations.hpp"
 
@@ -30,7 +31,17 @@ int64_t NowMs() {
 
 constexpr const char* kMessageColumns =
     "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
-    "conversation_type, kind, text";
+    "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event";
+
+constexpr int kFlagRecalled = 1;
+constexpr int kFlagDeleted = 2;
+
+bool Bool(const pg::Rows& r, int i, int col) { return r.Text(i, col) == "t"; }
+std::string Flag(bool b) { return b ? "true" : "false"; }
+
+Error Precondition(std::string reason, std::string message) {
+    return MakeError(Errc::kFailedPrecondition, std::move(reason), std::move(message));
+}
 
 MessageRecord ReadMessage(const pg::Rows& r, int i) {
     MessageRecord m;
@@ -45,7 +56,56 @@ MessageRecord ReadMessage(const pg::Rows& r, int i) {
     m.conversation_type = static_cast<ConversationType>(r.Int(i, 8));
     m.kind = static_cast<MessageKind>(r.Int(i, 9));
     m.text = r.Text(i, 10);
+    const int64_t flags = r.Int(i, 11);
+    m.recalled = (flags & kFlagRecalled) != 0;
+    m.deleted = (flags & kFlagDeleted) != 0;
+    m.edit_version = static_cast<uint32_t>(r.Int(i, 12));
+    m.edited_ms = r.Int(i, 13);
+    m.mentions = store::SplitIds(r.Text(i, 14));
+    m.mention_all = Bool(r, i, 15);
+    m.event = store::DecodeEvent(r.Text(i, 16));
     return m;
+}
+
+// The page's reactions and, for `reader`, what it deleted for itself.
+void FillState(pg::Conn& c, const std::string& tenant, const std::string& conv, const std::string& reader,
+               std::vector<MessageRecord>& page) {
+    if (page.empty()) {
+        return;
+    }
+    const std::string lo = Num(page.front().seq), hi = Num(page.back().seq);
+    auto find = [&](uint64_t seq) -> MessageRecord* {
+        auto it = std::lower_bound(page.begin(), page.end(), seq,
+                                   [](const MessageRecord& m, uint64_t s) { return m.seq < s; });
+        return it != page.end() && it->seq == seq ? &*it : nullptr;
+    };
+    auto r = c.Exec(
+        "SELECT seq, emoji, user_id FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND "
+        "seq BETWEEN $3::bigint AND $4::bigint ORDER BY seq, emoji, user_id",
+        {tenant, conv, lo, hi});
+    for (int i = 0; i < r.size(); ++i) {
+        if (MessageRecord* m = find(static_cast<uint64_t>(r.Int(i, 0)))) {
+            std::string emoji = r.Text(i, 1);
+            if (m->reactions.empty() || m->reactions.back().emoji != emoji) {
+                m->reactions.push_back(Reaction{std::move(emoji), {}});
+            }
+            m->reactions.back().user_ids.push_back(r.Text(i, 2));
+        }
+    }
+    if (reader.empty()) {
+        return;
+    }
+    auto h = c.Exec(
+        "SELECT seq FROM hidden_messages WHERE tenant_id = $1 AND user_id = $2 AND conversation_id = $3 AND "
+        "seq BETWEEN $4::bigint AND $5::bigint",
+        {tenant, reader, conv, lo, hi});
+    for (int i = 0; i < h.size(); ++i) {
+        if (MessageRecord* m = find(static_cast<uint64_t>(h.Int(i, 0)))) {
+            m->deleted_for_me = true;
+            m->text.clear();
+            m->reactions.clear();
+        }
+    }
 }
 
 // Client text PostgreSQL cannot hold (NUL bytes): refused as bad input, not a storage failure.
@@ -332,49 +392,223 @@ void PgStore::ReaderLoop() {
 
 // -------------------------------------------------------------------------------------------- writes
 
+namespace {
+
+std::optional<MessageRecord> FindByClientId(pg::Conn& c, const MessageRecord& m) {
+    auto r = c.Exec(std::string("SELECT ") + kMessageColumns +
+                        " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND sender_id = $3 AND "
+                        "client_msg_id = $4",
+                    {m.tenant_id, m.conversation_id, m.sender_id, m.client_msg_id});
+    if (r.size() == 0) {
+        return std::nullopt;
+    }
+    return ReadMessage(r, 0);
+}
+
+// The preconditions of a message operation, checked before anything is written.
+Status CheckTarget(pg::Conn& c, const MessageRecord& m) {
+    const MessageEvent& ev = m.event;
+    auto r = c.Exec("SELECT kind, flags FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint "
+                    "FOR UPDATE",
+                    {m.tenant_id, m.conversation_id, Num(ev.target_seq)});
+    if (r.size() == 0) {
+        return MakeError(Errc::kNotFound, "unknown_message",
+                         "'" + m.conversation_id + "' has no message " + std::to_string(ev.target_seq));
+    }
+    const auto kind = static_cast<MessageKind>(r.Int(0, 0));
+    const int64_t flags = r.Int(0, 1);
+    if (kind != MessageKind::kText && kind != MessageKind::kSystem) {
+        return MakeError(Errc::kNotFound, "unknown_message",
+                         "seq " + std::to_string(ev.target_seq) + " of '" + m.conversation_id + "' is not a message");
+    }
+    if (flags & kFlagRecalled) {
+        return Precondition("message_recalled", "message " + std::to_string(ev.target_seq) + " was recalled");
+    }
+    if (flags & kFlagDeleted) {
+        return Precondition("message_deleted", "message " + std::to_string(ev.target_seq) + " was deleted");
+    }
+    if (ev.type == EventType::kReactionAdded || ev.type == EventType::kReactionRemoved) {
+        auto x = c.Exec(
+            "SELECT 1 FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint AND "
+            "emoji = $4 AND user_id = $5",
+            {m.tenant_id, m.conversation_id, Num(ev.target_seq), ev.text, m.sender_id});
+        const bool exists = x.size() > 0;
+        if (ev.type == EventType::kReactionAdded && exists) {
+            return Precondition("already_reacted", "you already reacted with " + ev.text);
+        }
+        if (ev.type == EventType::kReactionRemoved && !exists) {
+            return Precondition("not_reacted", "you have not reacted with " + ev.text);
+        }
+    }
+    return {};
+}
+
+// Applies an event's effect, in the transaction that stores it (seq known).
+void ApplyEvent(pg::Conn& c, const MessageRecord& m) {
+    const MessageEvent& ev = m.event;
+    const std::string& t = m.tenant_id;
+    const std::string& cv = m.conversation_id;
+    const std::string target = Num(ev.target_seq);
+    const std::string users = pg::TextArray(ev.user_ids);
+    switch (ev.type) {
+        case EventType::kGroupCreated:
+            c.Exec("UPDATE conversations SET name = $3 WHERE tenant_id = $1 AND conversation_id = $2", {t, cv, ev.text});
+            c.Exec("UPDATE members SET role = 2 WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3",
+                   {t, cv, m.sender_id});
+            break;
+        case EventType::kGroupRenamed:
+            c.Exec("UPDATE conversations SET name = $3 WHERE tenant_id = $1 AND conversation_id = $2", {t, cv, ev.text});
+            break;
+        case EventType::kMembersAdded:
+            // They see the conversation from this event on.
+            c.Exec("INSERT INTO members (tenant_id, conversation_id, user_id, joined_ms, joined_seq, read_seq) "
+                   "SELECT $1, $2, u, $4::bigint, $5::bigint, $5::bigint FROM unnest($3::text[]) AS u "
+                   "ON CONFLICT DO NOTHING",
+                   {t, cv, users, Num(m.server_time_ms), Num(m.seq - 1)});
+            break;
+        case EventType::kMembersRemoved:
+        case EventType::kMemberLeft:
+            c.Exec("DELETE FROM members WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = ANY($3::text[])",
+                   {t, cv, users});
+            break;
+        case EventType::kRoleChanged:
+            if (ev.role == MemberRole::kOwner) {
+                c.Exec("UPDATE members SET role = 1 WHERE tenant_id = $1 AND conversation_id = $2 AND role = 2", {t, cv});
+            }
+            c.Exec("UPDATE members SET role = $4::smallint WHERE tenant_id = $1 AND conversation_id = $2 AND "
+                   "user_id = ANY($3::text[])",
+                   {t, cv, users, Num(static_cast<int>(ev.role))});
+            break;
+        case EventType::kMemberMuted:
+            c.Exec("UPDATE members SET muted_until_ms = $4::bigint WHERE tenant_id = $1 AND conversation_id = $2 AND "
+                   "user_id = ANY($3::text[])",
+                   {t, cv, users, Num(ev.until_ms)});
+            break;
+        case EventType::kGroupDissolved:
+            c.Exec("UPDATE conversations SET dissolved = true WHERE tenant_id = $1 AND conversation_id = $2", {t, cv});
+            break;
+        case EventType::kRecalled:
+        case EventType::kDeletedForEveryone: {
+            const int flag = ev.type == EventType::kRecalled ? kFlagRecalled : kFlagDeleted;
+            c.Exec("UPDATE messages SET flags = flags | $4::smallint, text = '', mentions = '', mention_all = false "
+                   "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                   {t, cv, target, Num(flag)});
+            for (const char* table : {"message_reactions", "message_edits", "message_mentions"}) {
+                c.Exec(std::string("DELETE FROM ") + table +
+                           " WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                       {t, cv, target});
+            }
+            break;
+        }
+        case EventType::kEdited:
+            c.Exec("INSERT INTO message_edits (tenant_id, conversation_id, seq, version, text, time_ms) "
+                   "SELECT tenant_id, conversation_id, seq, edit_version, text, "
+                   "CASE WHEN edit_version = 0 THEN server_time_ms ELSE edited_ms END FROM messages "
+                   "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                   {t, cv, target});
+            c.Exec("UPDATE messages SET text = $4, edit_version = edit_version + 1, edited_ms = $5::bigint "
+                   "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                   {t, cv, target, ev.text, Num(m.server_time_ms)});
+            break;
+        case EventType::kReactionAdded:
+            c.Exec("INSERT INTO message_reactions (tenant_id, conversation_id, seq, emoji, user_id, created_ms) "
+                   "VALUES ($1, $2, $3::bigint, $4, $5, $6::bigint)",
+                   {t, cv, target, ev.text, m.sender_id, Num(m.server_time_ms)});
+            break;
+        case EventType::kReactionRemoved:
+            c.Exec("DELETE FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint "
+                   "AND emoji = $4 AND user_id = $5",
+                   {t, cv, target, ev.text, m.sender_id});
+            break;
+        default: break;
+    }
+}
+
+Result<AppendResult> AppendInTransaction(pg::Conn& c, const AppendRequest& req) {
+    const MessageRecord& m = req.message;
+    const bool event = m.kind == MessageKind::kEvent;
+    if (event) {
+        // The conversation's row lock first (every writer takes it first), then the target's.
+        auto conv = c.Exec("SELECT dissolved FROM conversations WHERE tenant_id = $1 AND conversation_id = $2 FOR UPDATE",
+                           {m.tenant_id, m.conversation_id});
+        if (auto original = FindByClientId(c, m)) {
+            return AppendResult{std::move(*original), true};
+        }
+        if (conv.size() > 0 && m.event.type == EventType::kGroupCreated) {
+            return MakeError(Errc::kAlreadyExists, "conversation_exists",
+                             "conversation '" + m.conversation_id + "' already exists");
+        }
+        if (conv.size() > 0 && Bool(conv, 0, 0)) {
+            return Precondition("conversation_dissolved", "group '" + m.conversation_id + "' was dissolved");
+        }
+        if (IsMessageOperation(m.event.type)) {
+            if (auto s = CheckTarget(c, m); !s) {
+                return s.error();
+            }
+        }
+    }
+    std::vector<pg::Param> params = {m.tenant_id,
+                                     m.conversation_id,
+                                     Num(static_cast<int>(m.conversation_type)),
+                                     m.server_msg_id,
+                                     m.client_msg_id,
+                                     m.sender_id,
+                                     m.sender_device_id,
+                                     Num(m.server_time_ms),
+                                     Num(static_cast<int>(m.kind)),
+                                     m.text,
+                                     pg::TextArray(req.create_with_members),
+                                     store::JoinIds(m.mentions),
+                                     Flag(m.mention_all),
+                                     store::EncodeEvent(m.event)};
+    auto r = c.Exec(
+        "SELECT status, seq, server_msg_id, sender_device_id, server_time_ms, kind, text FROM "
+        "flare_append2($1, $2, $3::smallint, $4, $5, $6, $7, $8::bigint, $9::smallint, $10, $11::text[], $12, "
+        "$13::boolean, $14)",
+        params);
+    const auto status = r.Int(0, 0);
+    if (status == 1) {
+        return MakeError(Errc::kNotFound, "unknown_conversation",
+                         "conversation '" + m.conversation_id + "' does not exist");
+    }
+    if (status == 3) {
+        return Precondition("conversation_dissolved", "group '" + m.conversation_id + "' was dissolved");
+    }
+    if (status == 2) {
+        if (auto original = FindByClientId(c, m)) {
+            return AppendResult{std::move(*original), true};
+        }
+    }
+    MessageRecord out = m;
+    out.seq = static_cast<uint64_t>(r.Int(0, 1));
+    if (event) {
+        ApplyEvent(c, out);
+    } else if (!m.mentions.empty() || m.mention_all) {
+        std::vector<std::string> who = m.mentions;
+        if (m.mention_all) {
+            who.push_back("*");
+        }
+        c.Exec("INSERT INTO message_mentions (tenant_id, conversation_id, user_id, seq, sender_id) "
+               "SELECT $1, $2, u, $4::bigint, $5 FROM unnest($3::text[]) AS u ON CONFLICT DO NOTHING",
+               {m.tenant_id, m.conversation_id, pg::TextArray(who), Num(out.seq), m.sender_id});
+    }
+    return AppendResult{std::move(out), false};
+}
+
+}  // namespace
+
 void PgStore::Append(AppendRequest request, Callback<AppendResult> done) {
     const std::string tenant = request.message.tenant_id;
     const std::string conv = request.message.conversation_id;
     for (const std::string* field : {&request.message.text, &request.message.client_msg_id,
-                                     &request.message.sender_id, &request.message.sender_device_id}) {
+                                     &request.message.sender_id, &request.message.sender_device_id,
+                                     &request.message.event.text}) {
         if (field->find('\0') != std::string::npos) {
             return done(MakeError(Errc::kInvalidArgument, "bad_content", "text and ids must not contain NUL characters"));
         }
     }
     auto req = std::make_shared<AppendRequest>(std::move(request));
-    auto fn = [req](pg::Conn& c) -> Result<AppendResult> {
-        const MessageRecord& m = req->message;
-        std::vector<pg::Param> params = {m.tenant_id,
-                                         m.conversation_id,
-                                         Num(static_cast<int>(m.conversation_type)),
-                                         m.server_msg_id,
-                                         m.client_msg_id,
-                                         m.sender_id,
-                                         m.sender_device_id,
-                                         Num(m.server_time_ms),
-                                         Num(static_cast<int>(m.kind)),
-                                         m.text,
-                                         pg::TextArray(req->create_with_members)};
-        auto r = c.Exec(
-            "SELECT status, seq, server_msg_id, sender_device_id, server_time_ms, kind, text FROM "
-            "flare_append($1, $2, $3::smallint, $4, $5, $6, $7, $8::bigint, $9::smallint, $10, $11::text[])",
-            params);
-        const auto status = r.Int(0, 0);
-        if (status == 1) {
-            return MakeError(Errc::kNotFound, "unknown_conversation",
-                             "conversation '" + m.conversation_id + "' does not exist");
-        }
-        MessageRecord out = m;
-        out.seq = static_cast<uint64_t>(r.Int(0, 1));
-        if (status == 2) {
-            out.server_msg_id = r.Text(0, 2);
-            out.sender_device_id = r.Text(0, 3);
-            out.server_time_ms = r.Int(0, 4);
-            out.kind = static_cast<MessageKind>(r.Int(0, 5));
-            out.text = r.Text(0, 6);
-        }
-        return AppendResult{std::move(out), status == 2};
-    };
+    auto fn = [req](pg::Conn& c) -> Result<AppendResult> { return AppendInTransaction(c, *req); };
     Submit(tenant, conv, MakeJob<AppendResult>(std::move(fn), std::move(done)));
 }
 
@@ -440,9 +674,9 @@ void PgStore::SaveDeviceCursor(std::string tenant_id, std::string user_id, std::
 // --------------------------------------------------------------------------------------------- reads
 
 void PgStore::ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
-                        Callback<MessagePage> done) {
-    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id), after_seq,
-               limit](pg::Conn& c) -> Result<MessagePage> {
+                        std::string reader_id, Callback<MessagePage> done) {
+    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id), after_seq, limit,
+               reader = std::move(reader_id)](pg::Conn& c) -> Result<MessagePage> {
         MessagePage page;
         auto last = c.Exec("SELECT last_seq FROM conversations WHERE tenant_id = $1 AND conversation_id = $2",
                            {tenant, conv});
@@ -460,6 +694,7 @@ void PgStore::ReadAfter(std::string tenant_id, std::string conversation_id, uint
             }
             page.messages.push_back(ReadMessage(r, i));
         }
+        FillState(c, tenant, conv, reader, page.messages);
         if (!page.messages.empty() && page.messages.back().seq > page.last_seq) {
             page.last_seq = page.messages.back().seq;
         }
@@ -472,8 +707,9 @@ void PgStore::LoadConversation(std::string tenant_id, std::string conversation_i
                                Callback<std::optional<ConversationInfo>> done) {
     auto fn = [tenant = std::move(tenant_id),
                conv = std::move(conversation_id)](pg::Conn& c) -> Result<std::optional<ConversationInfo>> {
-        auto r = c.Exec("SELECT type, last_seq FROM conversations WHERE tenant_id = $1 AND conversation_id = $2",
-                        {tenant, conv});
+        auto r = c.Exec(
+            "SELECT type, last_seq, name, dissolved FROM conversations WHERE tenant_id = $1 AND conversation_id = $2",
+            {tenant, conv});
         std::optional<ConversationInfo> info;
         if (r.size() == 0) {
             return info;
@@ -482,10 +718,14 @@ void PgStore::LoadConversation(std::string tenant_id, std::string conversation_i
         info->summary.conversation_id = conv;
         info->summary.type = static_cast<ConversationType>(r.Int(0, 0));
         info->summary.last_seq = static_cast<uint64_t>(r.Int(0, 1));
-        auto m = c.Exec("SELECT user_id, joined_seq FROM members WHERE tenant_id = $1 AND conversation_id = $2",
-                        {tenant, conv});
+        info->name = r.Text(0, 2);
+        info->dissolved = Bool(r, 0, 3);
+        auto m = c.Exec(
+            "SELECT user_id, joined_seq, role, muted_until_ms FROM members WHERE tenant_id = $1 AND conversation_id = $2",
+            {tenant, conv});
         for (int i = 0; i < m.size(); ++i) {
-            info->members.push_back(MemberInfo{m.Text(i, 0), static_cast<uint64_t>(m.Int(i, 1))});
+            info->members.push_back(MemberInfo{m.Text(i, 0), static_cast<uint64_t>(m.Int(i, 1)),
+                                               static_cast<MemberRole>(m.Int(i, 2)), m.Int(i, 3)});
         }
         return info;
     };
@@ -520,6 +760,179 @@ void PgStore::ListUserConversations(std::string tenant_id, std::string user_id, 
         return out;
     };
     SubmitRead(MakeJob<std::vector<UserConversation>>(std::move(fn), std::move(done)));
+}
+
+// ------------------------------------------------------------------------------- per-user state
+
+void PgStore::SaveReadCursor(std::string tenant_id, std::string user_id, std::string conversation_id, uint64_t seq,
+                             Callback<uint64_t> done) {
+    const std::string tenant = tenant_id, conv = conversation_id;
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), conv = std::move(conversation_id),
+               seq](pg::Conn& c) -> Result<uint64_t> {
+        auto r = c.Exec(
+            "UPDATE members m SET read_seq = GREATEST(m.read_seq, m.joined_seq, LEAST($4::bigint, c.last_seq)) "
+            "FROM conversations c WHERE c.tenant_id = m.tenant_id AND c.conversation_id = m.conversation_id "
+            "AND m.tenant_id = $1 AND m.conversation_id = $2 AND m.user_id = $3 RETURNING m.read_seq",
+            {tenant, conv, user, Num(seq)});
+        if (r.size() == 0) {
+            return Precondition("not_member", "you are not a member of '" + conv + "'");
+        }
+        return static_cast<uint64_t>(r.Int(0, 0));
+    };
+    Submit(tenant, conv, MakeJob<uint64_t>(std::move(fn), std::move(done)));
+}
+
+void PgStore::SaveSettings(std::string tenant_id, std::string user_id, std::string conversation_id,
+                           std::optional<bool> pinned, std::optional<bool> muted, Callback<UserSettings> done) {
+    const std::string tenant = tenant_id, conv = conversation_id;
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), conv = std::move(conversation_id), pinned,
+               muted](pg::Conn& c) -> Result<UserSettings> {
+        auto r = c.Exec(
+            "UPDATE members SET pinned = COALESCE($4::boolean, pinned), muted = COALESCE($5::boolean, muted) "
+            "WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3 RETURNING pinned, muted",
+            {tenant, conv, user, pinned ? pg::Param(Flag(*pinned)) : std::nullopt,
+             muted ? pg::Param(Flag(*muted)) : std::nullopt});
+        if (r.size() == 0) {
+            return Precondition("not_member", "you are not a member of '" + conv + "'");
+        }
+        return UserSettings{Bool(r, 0, 0), Bool(r, 0, 1)};
+    };
+    Submit(tenant, conv, MakeJob<UserSettings>(std::move(fn), std::move(done)));
+}
+
+void PgStore::HideMessages(std::string tenant_id, std::string user_id, std::string conversation_id,
+                           std::vector<uint64_t> seqs, StatusCallback done) {
+    const std::string tenant = tenant_id, conv = conversation_id;
+    std::string array = "{";
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        array += (i ? "," : "") + Num(seqs[i]);
+    }
+    array += "}";
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), conv = std::move(conversation_id),
+               array](pg::Conn& c) -> Result<bool> {
+        c.Exec("INSERT INTO hidden_messages (tenant_id, user_id, conversation_id, seq) "
+               "SELECT $1, $2, $3, s FROM unnest($4::bigint[]) AS s, conversations c "
+               "WHERE c.tenant_id = $1 AND c.conversation_id = $3 AND s BETWEEN 1 AND c.last_seq "
+               "ON CONFLICT DO NOTHING",
+               {tenant, user, conv, array});
+        return true;
+    };
+    Submit(tenant, conv, MakeJob<bool>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+               done(r ? Status{} : Status{r.error()});
+           }));
+}
+
+void PgStore::ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token, uint32_t limit,
+                                   Callback<ConversationListPage> done) {
+    store::ListCursor cursor;
+    const bool has_cursor = !page_token.empty();
+    if (has_cursor && !store::DecodeListCursor(page_token, cursor)) {
+        return done(MakeError(Errc::kInvalidArgument, "bad_page_token",
+                              "page_token is not one a conversation list returned"));
+    }
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), cursor, has_cursor,
+               limit](pg::Conn& c) -> Result<ConversationListPage> {
+        ConversationListPage page;
+        // One statement: the page of memberships, each with its counts and newest message.
+        auto r = c.Exec(
+            std::string(
+                "WITH p AS (SELECT c.conversation_id, c.type, c.last_seq, c.name, c.dissolved, c.last_msg_time_ms, "
+                "m.role, m.pinned, m.muted, GREATEST(m.read_seq, m.joined_seq) AS rs FROM members m JOIN conversations c "
+                "ON c.tenant_id = m.tenant_id AND c.conversation_id = m.conversation_id "
+                "WHERE m.tenant_id = $1 AND m.user_id = $2 AND (NOT $3::boolean OR (m.pinned::int < $4::int) OR "
+                "(m.pinned::int = $4::int AND (c.last_msg_time_ms < $5::bigint OR (c.last_msg_time_ms = $5::bigint "
+                "AND c.conversation_id > $6)))) "
+                "ORDER BY m.pinned DESC, c.last_msg_time_ms DESC, c.conversation_id LIMIT $7::bigint) "
+                "SELECT p.*, "
+                "(SELECT count(*) FROM messages x WHERE x.tenant_id = $1 AND x.conversation_id = p.conversation_id "
+                " AND x.seq > p.rs AND x.sender_id <> $2 AND x.kind IN (1, 2) AND x.flags = 0 AND NOT EXISTS "
+                " (SELECT 1 FROM hidden_messages h WHERE h.tenant_id = $1 AND h.user_id = $2 AND "
+                "  h.conversation_id = p.conversation_id AND h.seq = x.seq)) AS unread, "
+                "(SELECT count(DISTINCT seq) FROM message_mentions x WHERE x.tenant_id = $1 AND "
+                " x.conversation_id = p.conversation_id AND x.user_id IN ($2, '*') AND x.seq > p.rs AND "
+                " x.sender_id <> $2) AS mentions, "
+                "(SELECT GREATEST(o.read_seq, o.joined_seq) FROM members o WHERE o.tenant_id = $1 AND "
+                " o.conversation_id = p.conversation_id AND o.user_id <> $2 LIMIT 1) AS peer, "
+                "(SELECT count(*) FROM members o WHERE o.tenant_id = $1 AND o.conversation_id = p.conversation_id) "
+                " AS member_count, "
+                "(SELECT max(seq) FROM messages x WHERE x.tenant_id = $1 AND x.conversation_id = p.conversation_id "
+                " AND x.kind IN (1, 2)) AS last_msg "
+                "FROM p ORDER BY p.pinned DESC, p.last_msg_time_ms DESC, p.conversation_id"),
+            {tenant, user, Flag(has_cursor), cursor.pinned ? "1" : "0", Num(cursor.activity_ms),
+             cursor.conversation_id, Num(static_cast<int64_t>(limit) + 1)});
+        for (int i = 0; i < r.size(); ++i) {
+            if (page.entries.size() == limit) {
+                const auto& e = page.entries.back();
+                page.next_page_token =
+                    store::EncodeListCursor({e.settings.pinned, e.last_activity_ms, e.summary.conversation_id});
+                break;
+            }
+            ConversationListEntry e;
+            e.summary.conversation_id = r.Text(i, 0);
+            e.summary.type = static_cast<ConversationType>(r.Int(i, 1));
+            e.summary.last_seq = static_cast<uint64_t>(r.Int(i, 2));
+            e.name = r.Text(i, 3);
+            e.dissolved = Bool(r, i, 4);
+            e.last_activity_ms = r.Int(i, 5);
+            e.role = static_cast<MemberRole>(r.Int(i, 6));
+            e.settings = UserSettings{Bool(r, i, 7), Bool(r, i, 8)};
+            e.read_seq = static_cast<uint64_t>(r.Int(i, 9));
+            e.unread = static_cast<uint64_t>(r.Int(i, 10));
+            e.unread_mentions = static_cast<uint64_t>(r.Int(i, 11));
+            e.peer_read_seq = r.IsNull(i, 12) ? 0 : static_cast<uint64_t>(r.Int(i, 12));
+            e.member_count = static_cast<uint32_t>(r.Int(i, 13));
+            if (!r.IsNull(i, 14)) {
+                auto last = c.Exec(std::string("SELECT ") + kMessageColumns +
+                                       " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                                   {tenant, e.summary.conversation_id, r.Text(i, 14)});
+                if (last.size() > 0) {
+                    e.last_message = ReadMessage(last, 0);
+                }
+            }
+            if (e.summary.type != ConversationType::kDirect) {
+                e.peer_read_seq = 0;
+            }
+            page.entries.push_back(std::move(e));
+        }
+        return page;
+    };
+    SubmitRead(MakeJob<ConversationListPage>(std::move(fn), std::move(done)));
+}
+
+void PgStore::LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+                          Callback<std::optional<MessageDetail>> done) {
+    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id),
+               seq](pg::Conn& c) -> Result<std::optional<MessageDetail>> {
+        std::optional<MessageDetail> out;
+        auto r = c.Exec(std::string("SELECT ") + kMessageColumns +
+                            " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                        {tenant, conv, Num(seq)});
+        if (r.size() == 0) {
+            return out;
+        }
+        out.emplace();
+        std::vector<MessageRecord> one{ReadMessage(r, 0)};
+        FillState(c, tenant, conv, "", one);
+        out->message = std::move(one[0]);
+        auto e = c.Exec(
+            "SELECT version, text, time_ms FROM message_edits WHERE tenant_id = $1 AND conversation_id = $2 AND "
+            "seq = $3::bigint ORDER BY version",
+            {tenant, conv, Num(seq)});
+        for (int i = 0; i < e.size(); ++i) {
+            out->edits.push_back(MessageEdit{static_cast<uint32_t>(e.Int(i, 0)), e.Text(i, 1), e.Int(i, 2)});
+        }
+        auto rb = c.Exec(
+            "SELECT user_id FROM members WHERE tenant_id = $1 AND conversation_id = $2 AND read_seq >= $3::bigint "
+            "AND joined_seq < $3::bigint AND user_id <> $4 ORDER BY user_id",
+            {tenant, conv, Num(seq), out->message.sender_id});
+        for (int i = 0; i < rb.size(); ++i) {
+            out->read_by.push_back(rb.Text(i, 0));
+        }
+        auto n = c.Exec("SELECT count(*) FROM members WHERE tenant_id = $1 AND conversation_id = $2", {tenant, conv});
+        out->member_count = static_cast<uint32_t>(n.Int(0, 0));
+        return out;
+    };
+    SubmitRead(MakeJob<std::optional<MessageDetail>>(std::move(fn), std::move(done)));
 }
 
 }  // namespace flare

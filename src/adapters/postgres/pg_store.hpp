@@ -47,7 +47,7 @@ public:
     // idempotently.
     void Append(AppendRequest request, Callback<AppendResult> done) override;
     void ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
-                   Callback<MessagePage> done) override;
+                   std::string reader_id, Callback<MessagePage> done) override;
 
     void JoinRoom(std::string tenant_id, std::string conversation_id, std::string user_id,
                   Callback<ConversationSummary> done) override;
@@ -59,6 +59,16 @@ public:
                                Callback<std::vector<UserConversation>> done) override;
     void SaveDeviceCursor(std::string tenant_id, std::string user_id, std::string device_id,
                           std::string conversation_id, uint64_t seq, Callback<uint64_t> done) override;
+    void SaveReadCursor(std::string tenant_id, std::string user_id, std::string conversation_id, uint64_t seq,
+                        Callback<uint64_t> done) override;
+    void SaveSettings(std::string tenant_id, std::string user_id, std::string conversation_id,
+                      std::optional<bool> pinned, std::optional<bool> muted, Callback<UserSettings> done) override;
+    void HideMessages(std::string tenant_id, std::string user_id, std::string conversation_id,
+                      std::vector<uint64_t> seqs, StatusCallback done) override;
+    void ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token, uint32_t limit,
+                              Callback<ConversationListPage> done) override;
+    void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+                     Callback<std::optional<MessageDetail>> done) override;
 
     class Job;  // pg_store.cpp
 

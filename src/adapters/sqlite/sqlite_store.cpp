@@ -3,9 +3,13 @@
 #include <sqlite3.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
+
+#include "adapters/common/event_codec.hpp"
 
 namespace flare {
 
@@ -82,6 +86,7 @@ private:
     void BindOne(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
     void BindOne(int i, uint64_t v) { sqlite3_bind_int64(stmt_, i, static_cast<int64_t>(v)); }
     void BindOne(int i, int v) { sqlite3_bind_int64(stmt_, i, v); }
+    void BindOne(int i, bool v) { sqlite3_bind_int64(stmt_, i, v ? 1 : 0); }
 
     sqlite3* db_ = nullptr;
     sqlite3_stmt* stmt_ = nullptr;
@@ -144,9 +149,45 @@ CREATE TABLE IF NOT EXISTS device_cursors (
     PRIMARY KEY (tenant_id, user_id, device_id, conversation_id)) WITHOUT ROWID;
 )sql";
 
+// Version 2: groups (names, roles, mutes, dissolution), read cursors, pin/mute, message state
+// (recall, deletion, edits with history, reactions, mentions, events) and delete-for-me.
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE conversations ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN dissolved INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN role INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN muted_until_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN edit_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN edited_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN mentions TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN mention_all INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN event TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS message_reactions (
+    tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL,
+    user_id TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, seq, emoji, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_edits (
+    tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
+    text TEXT NOT NULL, time_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, seq, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hidden_messages (
+    tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, conversation_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_mentions (
+    tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    sender_id TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, user_id, seq)) WITHOUT ROWID;
+)sql";
+
+constexpr int kFlagRecalled = 1;
+constexpr int kFlagDeleted = 2;
+
 constexpr const char* kMessageColumns =
     "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
-    "conversation_type, kind, text";
+    "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event";
 
 MessageRecord ReadMessage(Stmt& s) {
     MessageRecord m;
@@ -161,7 +202,19 @@ MessageRecord ReadMessage(Stmt& s) {
     m.conversation_type = static_cast<ConversationType>(s.Int(8));
     m.kind = static_cast<MessageKind>(s.Int(9));
     m.text = s.Text(10);
+    const int64_t flags = s.Int(11);
+    m.recalled = (flags & kFlagRecalled) != 0;
+    m.deleted = (flags & kFlagDeleted) != 0;
+    m.edit_version = static_cast<uint32_t>(s.Int(12));
+    m.edited_ms = s.Int(13);
+    m.mentions = store::SplitIds(s.Text(14));
+    m.mention_all = s.Int(15) != 0;
+    m.event = store::DecodeEvent(s.Text(16));
     return m;
+}
+
+Error Precondition(std::string reason, std::string message) {
+    return MakeError(Errc::kFailedPrecondition, std::move(reason), std::move(message));
 }
 
 int64_t NowMs() {
@@ -179,7 +232,7 @@ struct SqliteStore::Writer {
           begin(db, "BEGIN IMMEDIATE"),
           commit(db, "COMMIT"),
           rollback(db, "ROLLBACK"),
-          select_last_seq(db, "SELECT last_seq FROM conversations WHERE tenant_id=?1 AND conversation_id=?2"),
+          select_last_seq(db, "SELECT last_seq, dissolved FROM conversations WHERE tenant_id=?1 AND conversation_id=?2"),
           insert_conversation(db,
                               "INSERT INTO conversations (tenant_id, conversation_id, type, created_ms, last_seq) "
                               "VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT DO NOTHING"),
@@ -188,7 +241,8 @@ struct SqliteStore::Writer {
                         "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING"),
           delete_member(db, "DELETE FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3"),
           insert_message(db, (std::string("INSERT INTO messages (") + kMessageColumns +
-                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING")
+                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, 0, ?12, ?13, ?14) "
+                              "ON CONFLICT DO NOTHING")
                                  .c_str()),
           select_by_client_id(db, (std::string("SELECT ") + kMessageColumns +
                                    " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND sender_id=?3 AND "
@@ -229,10 +283,15 @@ struct SqliteStore::Writer {
             return std::nullopt;
         }
         const auto v = static_cast<uint64_t>(select_last_seq.Int(0));
+        if (select_last_seq.Int(1) != 0) {
+            dissolved.insert(key);
+        }
         select_last_seq.Reset();
         last_seq.emplace(key, v);
         return v;
     }
+    // A one-off statement (for the rarer operations).
+    Stmt Prepare(const char* sql) { return Stmt(db, sql); }
 
     struct Dirty {
         std::string tenant, conv;
@@ -244,6 +303,7 @@ struct SqliteStore::Writer {
     Stmt begin, commit, rollback, select_last_seq, insert_conversation, insert_member, delete_member, insert_message,
         select_by_client_id, update_last_seq, upsert_cursor;
     std::unordered_map<std::string, uint64_t> last_seq;  // cache: the truth is the conversations table
+    std::unordered_set<std::string> dissolved;           // of the conversations in last_seq
     std::unordered_map<std::string, Dirty> dirty;        // conversations whose last_seq this transaction moved
 };
 
@@ -288,8 +348,18 @@ struct SqliteStore::Reader {
           read_after(db, (std::string("SELECT ") + kMessageColumns +
                           " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq>?3 ORDER BY seq LIMIT ?4")
                              .c_str()),
-          conversation(db, "SELECT type, last_seq FROM conversations WHERE tenant_id=?1 AND conversation_id=?2"),
-          members(db, "SELECT user_id, joined_seq FROM members WHERE tenant_id=?1 AND conversation_id=?2"),
+          conversation(db,
+                       "SELECT type, last_seq, name, dissolved FROM conversations WHERE tenant_id=?1 AND "
+                       "conversation_id=?2"),
+          members(db,
+                  "SELECT user_id, joined_seq, role, muted_until_ms FROM members WHERE tenant_id=?1 AND "
+                  "conversation_id=?2"),
+          reactions(db,
+                    "SELECT seq, emoji, user_id FROM message_reactions WHERE tenant_id=?1 AND conversation_id=?2 AND "
+                    "seq BETWEEN ?3 AND ?4 ORDER BY seq, emoji, user_id"),
+          hidden(db,
+                 "SELECT seq FROM hidden_messages WHERE tenant_id=?1 AND user_id=?2 AND conversation_id=?3 AND "
+                 "seq BETWEEN ?4 AND ?5"),
           user_conversations(db,
                              "SELECT c.conversation_id, c.type, c.last_seq, m.joined_seq, d.acked_seq "
                              "FROM members m JOIN conversations c "
@@ -301,11 +371,52 @@ struct SqliteStore::Reader {
         read_after = Stmt();
         conversation = Stmt();
         members = Stmt();
+        reactions = Stmt();
+        hidden = Stmt();
         user_conversations = Stmt();
         sqlite3_close(db);
     }
+    Stmt Prepare(const char* sql) { return Stmt(db, sql); }
+
+    // The page's reactions and, for `reader`, what it deleted for itself.
+    void FillState(const std::string& tenant, const std::string& conv, const std::string& reader,
+                   std::vector<MessageRecord>& page) {
+        if (page.empty()) {
+            return;
+        }
+        const uint64_t lo = page.front().seq, hi = page.back().seq;
+        auto find = [&](uint64_t seq) -> MessageRecord* {
+            auto it = std::lower_bound(page.begin(), page.end(), seq,
+                                       [](const MessageRecord& m, uint64_t s) { return m.seq < s; });
+            return it != page.end() && it->seq == seq ? &*it : nullptr;
+        };
+        auto& q = reactions.Bind(tenant, conv, lo, hi);
+        while (q.Step()) {
+            if (MessageRecord* m = find(static_cast<uint64_t>(q.Int(0)))) {
+                std::string emoji = q.Text(1);
+                if (m->reactions.empty() || m->reactions.back().emoji != emoji) {
+                    m->reactions.push_back(Reaction{std::move(emoji), {}});
+                }
+                m->reactions.back().user_ids.push_back(q.Text(2));
+            }
+        }
+        q.Reset();
+        if (reader.empty()) {
+            return;
+        }
+        auto& h = hidden.Bind(tenant, reader, conv, lo, hi);
+        while (h.Step()) {
+            if (MessageRecord* m = find(static_cast<uint64_t>(h.Int(0)))) {
+                m->deleted_for_me = true;
+                m->text.clear();
+                m->reactions.clear();
+            }
+        }
+        h.Reset();
+    }
+
     sqlite3* db;
-    Stmt read_after, conversation, members, user_conversations;
+    Stmt read_after, conversation, members, reactions, hidden, user_conversations;
 };
 
 // --------------------------------------------------------------------------------------------- store
@@ -336,7 +447,24 @@ SqliteStore::SqliteStore(SqliteOptions options) : options_(std::move(options)) {
     sqlite3* wdb = OpenDb(options_.path, false, options_.synchronous);
     try {
         Exec(wdb, kSchemaV1);
-        Exec(wdb, "PRAGMA user_version=1");
+        int64_t version = 0;
+        {
+            Stmt v(wdb, "PRAGMA user_version");
+            if (v.Step()) {
+                version = v.Int(0);
+            }
+        }
+        if (version < 2) {
+            Exec(wdb, "BEGIN IMMEDIATE");
+            try {
+                Exec(wdb, kSchemaV2);
+                Exec(wdb, "PRAGMA user_version=2");
+                Exec(wdb, "COMMIT");
+            } catch (const SqliteError&) {
+                Exec(wdb, "ROLLBACK");
+                throw;
+            }
+        }
         writer_ = std::make_unique<Writer>(wdb);
     } catch (const SqliteError& e) {
         sqlite3_close(wdb);
@@ -422,6 +550,7 @@ void SqliteStore::WriterLoop() {
         Writer& w = *writer_;
         if (w.last_seq.size() > kMaxCachedSeqs) {
             w.last_seq.clear();  // a cache of the conversations table, reloaded on use
+            w.dissolved.clear();
         }
         bool ok = true;
         try {
@@ -441,6 +570,7 @@ void SqliteStore::WriterLoop() {
             } catch (const SqliteError&) {
             }
             w.last_seq.clear();  // reload the truth from disk
+            w.dissolved.clear();
         }
         w.dirty.clear();
         for (auto& job : batch) {
@@ -471,50 +601,7 @@ class AppendJob final : public SqliteStore::WriteJob {
 public:
     AppendJob(AppendRequest req, Callback<AppendResult> done) : req_(std::move(req)), done_(std::move(done)) {}
 
-    void Run(SqliteStore::Writer& w) override {
-        MessageRecord& m = req_.message;
-        const std::string key = Key(m.tenant_id, m.conversation_id);
-        auto last = w.LastSeq(key, m.tenant_id, m.conversation_id);
-        if (!last) {
-            if (req_.create_with_members.empty()) {
-                result_.emplace(MakeError(Errc::kNotFound, "unknown_conversation",
-                                          "conversation '" + m.conversation_id + "' does not exist"));
-                return;
-            }
-            w.insert_conversation.Bind(m.tenant_id, m.conversation_id, static_cast<int>(m.conversation_type),
-                                       m.server_time_ms)
-                .Run();
-            for (const auto& user : req_.create_with_members) {
-                w.insert_member.Bind(m.tenant_id, m.conversation_id, user, m.server_time_ms, int64_t{0}).Run();
-            }
-            w.last_seq[key] = 0;
-            last = 0;
-        }
-        m.seq = *last + 1;
-        w.insert_message
-            .Bind(m.tenant_id, m.conversation_id, m.seq, m.server_msg_id, m.client_msg_id, m.sender_id,
-                  m.sender_device_id, m.server_time_ms, static_cast<int>(m.conversation_type),
-                  static_cast<int>(m.kind), m.text)
-            .Run();
-        if (sqlite3_changes(w.db) == 1) {
-            w.last_seq[key] = m.seq;
-            auto& d = w.dirty[key];
-            d.tenant = m.tenant_id;
-            d.conv = m.conversation_id;
-            d.seq = m.seq;
-            d.time_ms = m.server_time_ms;
-            result_.emplace(AppendResult{std::move(m), false});
-            return;
-        }
-        auto& q = w.select_by_client_id.Bind(m.tenant_id, m.conversation_id, m.sender_id, m.client_msg_id);
-        if (!q.Step()) {
-            q.Reset();
-            throw SqliteError("insert ignored but no row has the idempotency key");
-        }
-        MessageRecord original = ReadMessage(q);
-        q.Reset();
-        result_.emplace(AppendResult{std::move(original), true});
-    }
+    void Run(SqliteStore::Writer& w) override { result_.emplace(Append(w)); }
 
     void Complete(bool ok) override {
         if (ok && result_) {
@@ -525,6 +612,246 @@ public:
     }
 
 private:
+    std::optional<MessageRecord> FindByClientId(SqliteStore::Writer& w) {
+        const MessageRecord& m = req_.message;
+        auto& q = w.select_by_client_id.Bind(m.tenant_id, m.conversation_id, m.sender_id, m.client_msg_id);
+        std::optional<MessageRecord> out;
+        if (q.Step()) {
+            out = ReadMessage(q);
+        }
+        q.Reset();
+        return out;
+    }
+
+    // The preconditions of a message operation, checked before anything is written.
+    Status CheckTarget(SqliteStore::Writer& w) {
+        const MessageRecord& m = req_.message;
+        const MessageEvent& ev = m.event;
+        Stmt q = w.Prepare("SELECT kind, flags FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3");
+        q.Bind(m.tenant_id, m.conversation_id, ev.target_seq);
+        if (!q.Step()) {
+            return MakeError(Errc::kNotFound, "unknown_message",
+                             "'" + m.conversation_id + "' has no message " + std::to_string(ev.target_seq));
+        }
+        const auto kind = static_cast<MessageKind>(q.Int(0));
+        const int64_t flags = q.Int(1);
+        q.Reset();
+        if (kind != MessageKind::kText && kind != MessageKind::kSystem) {
+            return MakeError(Errc::kNotFound, "unknown_message",
+                             "seq " + std::to_string(ev.target_seq) + " of '" + m.conversation_id + "' is not a message");
+        }
+        if (flags & kFlagRecalled) {
+            return Precondition("message_recalled", "message " + std::to_string(ev.target_seq) + " was recalled");
+        }
+        if (flags & kFlagDeleted) {
+            return Precondition("message_deleted", "message " + std::to_string(ev.target_seq) + " was deleted");
+        }
+        if (ev.type == EventType::kReactionAdded || ev.type == EventType::kReactionRemoved) {
+            Stmt r = w.Prepare(
+                "SELECT 1 FROM message_reactions WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3 AND emoji=?4 "
+                "AND user_id=?5");
+            r.Bind(m.tenant_id, m.conversation_id, ev.target_seq, ev.text, m.sender_id);
+            const bool exists = r.Step();
+            r.Reset();
+            if (ev.type == EventType::kReactionAdded && exists) {
+                return Precondition("already_reacted", "you already reacted with " + ev.text);
+            }
+            if (ev.type == EventType::kReactionRemoved && !exists) {
+                return Precondition("not_reacted", "you have not reacted with " + ev.text);
+            }
+        }
+        return {};
+    }
+
+    // Applies an event's effect, in the transaction that stores it (seq known).
+    void Apply(SqliteStore::Writer& w, const std::string& key) {
+        const MessageRecord& m = req_.message;
+        const MessageEvent& ev = m.event;
+        const std::string& t = m.tenant_id;
+        const std::string& c = m.conversation_id;
+
+        switch (ev.type) {
+            case EventType::kGroupCreated: {
+                w.Prepare("UPDATE conversations SET name=?3 WHERE tenant_id=?1 AND conversation_id=?2")
+                    .Bind(t, c, ev.text)
+                    .Run();
+                w.Prepare("UPDATE members SET role=2 WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3")
+                    .Bind(t, c, m.sender_id)
+                    .Run();
+                break;
+            }
+            case EventType::kGroupRenamed:
+                w.Prepare("UPDATE conversations SET name=?3 WHERE tenant_id=?1 AND conversation_id=?2")
+                    .Bind(t, c, ev.text)
+                    .Run();
+                break;
+            case EventType::kMembersAdded:
+            {
+                // They see the conversation from this event on.
+                Stmt q = w.Prepare(
+                    "INSERT INTO members (tenant_id, conversation_id, user_id, joined_ms, joined_seq, read_seq) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING");
+                for (const auto& u : ev.user_ids) {
+                    q.Bind(t, c, u, m.server_time_ms, m.seq - 1).Run();
+                }
+                break;
+            }
+            case EventType::kMembersRemoved:
+            case EventType::kMemberLeft:
+            {
+                Stmt q = w.Prepare("DELETE FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3");
+                for (const auto& u : ev.user_ids) {
+                    q.Bind(t, c, u).Run();
+                }
+                break;
+            }
+            case EventType::kRoleChanged:
+                if (ev.role == MemberRole::kOwner) {
+                    w.Prepare("UPDATE members SET role=1 WHERE tenant_id=?1 AND conversation_id=?2 AND role=2")
+                        .Bind(t, c)
+                        .Run();
+                }
+                for (const auto& u : ev.user_ids) {
+                    w.Prepare("UPDATE members SET role=?4 WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3")
+                        .Bind(t, c, u, static_cast<int>(ev.role))
+                        .Run();
+                }
+                break;
+            case EventType::kMemberMuted:
+                for (const auto& u : ev.user_ids) {
+                    w.Prepare("UPDATE members SET muted_until_ms=?4 WHERE tenant_id=?1 AND conversation_id=?2 AND "
+                              "user_id=?3")
+                        .Bind(t, c, u, ev.until_ms)
+                        .Run();
+                }
+                break;
+            case EventType::kGroupDissolved:
+                w.Prepare("UPDATE conversations SET dissolved=1 WHERE tenant_id=?1 AND conversation_id=?2")
+                    .Bind(t, c)
+                    .Run();
+                w.dissolved.insert(key);
+                break;
+            case EventType::kRecalled:
+            case EventType::kDeletedForEveryone: {
+                const int flag = ev.type == EventType::kRecalled ? kFlagRecalled : kFlagDeleted;
+                w.Prepare("UPDATE messages SET flags=flags|?4, text='', mentions='', mention_all=0 WHERE tenant_id=?1 "
+                          "AND conversation_id=?2 AND seq=?3")
+                    .Bind(t, c, ev.target_seq, flag)
+                    .Run();
+                for (const char* table : {"message_reactions", "message_edits", "message_mentions"}) {
+                    w.Prepare((std::string("DELETE FROM ") + table +
+                               " WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3")
+                                  .c_str())
+                        .Bind(t, c, ev.target_seq)
+                        .Run();
+                }
+                break;
+            }
+            case EventType::kEdited:
+                w.Prepare("INSERT INTO message_edits (tenant_id, conversation_id, seq, version, text, time_ms) "
+                          "SELECT tenant_id, conversation_id, seq, edit_version, text, "
+                          "CASE WHEN edit_version = 0 THEN server_time_ms ELSE edited_ms END FROM messages "
+                          "WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3")
+                    .Bind(t, c, ev.target_seq)
+                    .Run();
+                w.Prepare("UPDATE messages SET text=?4, edit_version=edit_version+1, edited_ms=?5 WHERE tenant_id=?1 "
+                          "AND conversation_id=?2 AND seq=?3")
+                    .Bind(t, c, ev.target_seq, ev.text, m.server_time_ms)
+                    .Run();
+                break;
+            case EventType::kReactionAdded:
+                w.Prepare("INSERT INTO message_reactions (tenant_id, conversation_id, seq, emoji, user_id, created_ms) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                    .Bind(t, c, ev.target_seq, ev.text, m.sender_id, m.server_time_ms)
+                    .Run();
+                break;
+            case EventType::kReactionRemoved:
+                w.Prepare("DELETE FROM message_reactions WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3 AND "
+                          "emoji=?4 AND user_id=?5")
+                    .Bind(t, c, ev.target_seq, ev.text, m.sender_id)
+                    .Run();
+                break;
+            default: break;
+        }
+    }
+
+    Result<AppendResult> Append(SqliteStore::Writer& w) {
+        MessageRecord& m = req_.message;
+        const std::string key = Key(m.tenant_id, m.conversation_id);
+        const bool event = m.kind == MessageKind::kEvent;
+        auto last = w.LastSeq(key, m.tenant_id, m.conversation_id);
+        if (!last) {
+            if (req_.create_with_members.empty()) {
+                return MakeError(Errc::kNotFound, "unknown_conversation",
+                                 "conversation '" + m.conversation_id + "' does not exist");
+            }
+            w.insert_conversation.Bind(m.tenant_id, m.conversation_id, static_cast<int>(m.conversation_type),
+                                       m.server_time_ms)
+                .Run();
+            for (const auto& user : req_.create_with_members) {
+                w.insert_member.Bind(m.tenant_id, m.conversation_id, user, m.server_time_ms, int64_t{0}).Run();
+            }
+            w.last_seq[key] = 0;
+            last = 0;
+        } else if (event && m.event.type == EventType::kGroupCreated) {
+            if (auto original = FindByClientId(w)) {
+                return AppendResult{std::move(*original), true};
+            }
+            return MakeError(Errc::kAlreadyExists, "conversation_exists",
+                             "conversation '" + m.conversation_id + "' already exists");
+        }
+        if (w.dissolved.contains(key)) {
+            if (auto original = FindByClientId(w)) {
+                return AppendResult{std::move(*original), true};
+            }
+            return Precondition("conversation_dissolved", "group '" + m.conversation_id + "' was dissolved");
+        }
+        if (event) {
+            if (auto original = FindByClientId(w)) {
+                return AppendResult{std::move(*original), true};
+            }
+            if (IsMessageOperation(m.event.type)) {
+                if (auto s = CheckTarget(w); !s) {
+                    return s.error();
+                }
+            }
+        }
+        m.seq = *last + 1;
+        w.insert_message
+            .Bind(m.tenant_id, m.conversation_id, m.seq, m.server_msg_id, m.client_msg_id, m.sender_id,
+                  m.sender_device_id, m.server_time_ms, static_cast<int>(m.conversation_type),
+                  static_cast<int>(m.kind), m.text, store::JoinIds(m.mentions), m.mention_all,
+                  store::EncodeEvent(m.event))
+            .Run();
+        if (sqlite3_changes(w.db) == 1) {
+            w.last_seq[key] = m.seq;
+            auto& d = w.dirty[key];
+            d.tenant = m.tenant_id;
+            d.conv = m.conversation_id;
+            d.seq = m.seq;
+            d.time_ms = m.server_time_ms;
+            if (event) {
+                Apply(w, key);
+            } else if (!m.mentions.empty() || m.mention_all) {
+                Stmt q = w.Prepare(
+                    "INSERT INTO message_mentions (tenant_id, conversation_id, user_id, seq, sender_id) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING");
+                for (const auto& u : m.mentions) {
+                    q.Bind(m.tenant_id, m.conversation_id, u, m.seq, m.sender_id).Run();
+                }
+                if (m.mention_all) {
+                    q.Bind(m.tenant_id, m.conversation_id, "*", m.seq, m.sender_id).Run();
+                }
+            }
+            return AppendResult{std::move(m), false};
+        }
+        auto original = FindByClientId(w);
+        if (!original) {
+            throw SqliteError("insert ignored but no row has the idempotency key");
+        }
+        return AppendResult{std::move(*original), true};
+    }
+
     AppendRequest req_;
     Callback<AppendResult> done_;
     std::optional<Result<AppendResult>> result_;
@@ -586,11 +913,11 @@ void SqliteStore::SaveDeviceCursor(std::string tenant_id, std::string user_id, s
 }
 
 void SqliteStore::ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
-                            Callback<MessagePage> done) {
+                            std::string reader_id, Callback<MessagePage> done) {
     auto shared_done = std::make_shared<Callback<MessagePage>>(std::move(done));
     SubmitRead(
         [tenant = std::move(tenant_id), conv = std::move(conversation_id), after_seq, limit,
-         shared_done](Reader& r) {
+         reader = std::move(reader_id), shared_done](Reader& r) {
             MessagePage page;
             try {
                 r.conversation.Bind(tenant, conv);
@@ -609,6 +936,7 @@ void SqliteStore::ReadAfter(std::string tenant_id, std::string conversation_id, 
                     page.messages.push_back(ReadMessage(q));
                 }
                 q.Reset();
+                r.FillState(tenant, conv, reader, page.messages);
                 if (!page.messages.empty() && page.messages.back().seq > page.last_seq) {
                     page.last_seq = page.messages.back().seq;
                 }
@@ -634,12 +962,15 @@ void SqliteStore::LoadConversation(std::string tenant_id, std::string conversati
                     info->summary.conversation_id = conv;
                     info->summary.type = static_cast<ConversationType>(r.conversation.Int(0));
                     info->summary.last_seq = static_cast<uint64_t>(r.conversation.Int(1));
+                    info->name = r.conversation.Text(2);
+                    info->dissolved = r.conversation.Int(3) != 0;
                 }
                 r.conversation.Reset();
                 if (info) {
                     auto& q = r.members.Bind(tenant, conv);
                     while (q.Step()) {
-                        info->members.push_back(MemberInfo{q.Text(0), static_cast<uint64_t>(q.Int(1))});
+                        info->members.push_back(MemberInfo{q.Text(0), static_cast<uint64_t>(q.Int(1)),
+                                                           static_cast<MemberRole>(q.Int(2)), q.Int(3)});
                     }
                     q.Reset();
                 }
@@ -673,6 +1004,211 @@ void SqliteStore::ListUserConversations(std::string tenant_id, std::string user_
                     out.push_back(std::move(c));
                 }
                 q.Reset();
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(out));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+// ------------------------------------------------------------------------------- per-user state
+
+void SqliteStore::SaveReadCursor(std::string tenant_id, std::string user_id, std::string conversation_id,
+                                 uint64_t seq, Callback<uint64_t> done) {
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), conv = std::move(conversation_id),
+               seq](Writer& w) -> Result<uint64_t> {
+        auto last = w.LastSeq(Key(tenant, conv), tenant, conv);
+        if (!last) {
+            return MakeError(Errc::kNotFound, "unknown_conversation", "conversation '" + conv + "' does not exist");
+        }
+        Stmt q = w.Prepare(
+            "UPDATE members SET read_seq = max(read_seq, joined_seq, ?4) WHERE tenant_id=?1 AND conversation_id=?2 "
+            "AND user_id=?3 RETURNING read_seq");
+        q.Bind(tenant, conv, user, std::min(seq, *last));
+        if (!q.Step()) {
+            return Precondition("not_member", "you are not a member of '" + conv + "'");
+        }
+        const auto cursor = static_cast<uint64_t>(q.Int(0));
+        q.Run();
+        return cursor;
+    };
+    Submit(std::make_unique<FnJob<uint64_t>>(std::move(fn), std::move(done)));
+}
+
+void SqliteStore::SaveSettings(std::string tenant_id, std::string user_id, std::string conversation_id,
+                               std::optional<bool> pinned, std::optional<bool> muted, Callback<UserSettings> done) {
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), conv = std::move(conversation_id), pinned,
+               muted](Writer& w) -> Result<UserSettings> {
+        Stmt q = w.Prepare(
+            "UPDATE members SET pinned = CASE WHEN ?4 < 0 THEN pinned ELSE ?4 END, "
+            "muted = CASE WHEN ?5 < 0 THEN muted ELSE ?5 END "
+            "WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3 RETURNING pinned, muted");
+        q.Bind(tenant, conv, user, pinned ? int(*pinned) : -1, muted ? int(*muted) : -1);
+        if (!q.Step()) {
+            return Precondition("not_member", "you are not a member of '" + conv + "'");
+        }
+        UserSettings out{q.Int(0) != 0, q.Int(1) != 0};
+        q.Run();
+        return out;
+    };
+    Submit(std::make_unique<FnJob<UserSettings>>(std::move(fn), std::move(done)));
+}
+
+void SqliteStore::HideMessages(std::string tenant_id, std::string user_id, std::string conversation_id,
+                               std::vector<uint64_t> seqs, StatusCallback done) {
+    auto fn = [tenant = std::move(tenant_id), user = std::move(user_id), conv = std::move(conversation_id),
+               seqs = std::move(seqs)](Writer& w) -> Result<bool> {
+        auto last = w.LastSeq(Key(tenant, conv), tenant, conv);
+        if (!last) {
+            return MakeError(Errc::kNotFound, "unknown_conversation", "conversation '" + conv + "' does not exist");
+        }
+        Stmt q = w.Prepare(
+            "INSERT INTO hidden_messages (tenant_id, user_id, conversation_id, seq) VALUES (?1, ?2, ?3, ?4) "
+            "ON CONFLICT DO NOTHING");
+        for (uint64_t s : seqs) {
+            if (s >= 1 && s <= *last) {
+                q.Bind(tenant, user, conv, s).Run();
+            }
+        }
+        return true;
+    };
+    Submit(std::make_unique<FnJob<bool>>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+        done(r ? Status{} : Status{r.error()});
+    }));
+}
+
+void SqliteStore::ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token,
+                                       uint32_t limit, Callback<ConversationListPage> done) {
+    store::ListCursor cursor;
+    const bool has_cursor = !page_token.empty();
+    if (has_cursor && !store::DecodeListCursor(page_token, cursor)) {
+        return done(MakeError(Errc::kInvalidArgument, "bad_page_token",
+                              "page_token is not one a conversation list returned"));
+    }
+    auto shared_done = std::make_shared<Callback<ConversationListPage>>(std::move(done));
+    SubmitRead(
+        [tenant = std::move(tenant_id), user = std::move(user_id), cursor, has_cursor, limit,
+         shared_done](Reader& r) {
+            ConversationListPage page;
+            try {
+                Stmt q = r.Prepare(
+                    "SELECT c.conversation_id, c.type, c.last_seq, c.name, c.dissolved, c.last_msg_time_ms, m.role, "
+                    "m.pinned, m.muted, max(m.read_seq, m.joined_seq) FROM members m JOIN conversations c "
+                    "ON c.tenant_id=m.tenant_id AND c.conversation_id=m.conversation_id "
+                    "WHERE m.tenant_id=?1 AND m.user_id=?2 AND (?3 = 0 OR m.pinned < ?4 OR (m.pinned = ?4 AND "
+                    "(c.last_msg_time_ms < ?5 OR (c.last_msg_time_ms = ?5 AND c.conversation_id > ?6)))) "
+                    "ORDER BY m.pinned DESC, c.last_msg_time_ms DESC, c.conversation_id LIMIT ?7");
+                q.Bind(tenant, user, has_cursor, cursor.pinned, cursor.activity_ms, cursor.conversation_id,
+                       static_cast<int64_t>(limit) + 1);
+                while (q.Step()) {
+                    if (page.entries.size() == limit) {
+                        const auto& e = page.entries.back();
+                        page.next_page_token = store::EncodeListCursor(
+                            {e.settings.pinned, e.last_activity_ms, e.summary.conversation_id});
+                        break;
+                    }
+                    ConversationListEntry e;
+                    e.summary.conversation_id = q.Text(0);
+                    e.summary.type = static_cast<ConversationType>(q.Int(1));
+                    e.summary.last_seq = static_cast<uint64_t>(q.Int(2));
+                    e.name = q.Text(3);
+                    e.dissolved = q.Int(4) != 0;
+                    e.last_activity_ms = q.Int(5);
+                    e.role = static_cast<MemberRole>(q.Int(6));
+                    e.settings = UserSettings{q.Int(7) != 0, q.Int(8) != 0};
+                    e.read_seq = static_cast<uint64_t>(q.Int(9));
+                    page.entries.push_back(std::move(e));
+                }
+                q.Reset();
+                Stmt unread = r.Prepare(
+                    "SELECT count(*) FROM messages x WHERE x.tenant_id=?1 AND x.conversation_id=?2 AND x.seq > ?3 "
+                    "AND x.sender_id <> ?4 AND x.kind IN (1, 2) AND x.flags = 0 AND NOT EXISTS (SELECT 1 FROM "
+                    "hidden_messages h WHERE h.tenant_id=?1 AND h.user_id=?4 AND h.conversation_id=?2 AND h.seq=x.seq)");
+                Stmt mentions = r.Prepare(
+                    "SELECT count(DISTINCT seq) FROM message_mentions WHERE tenant_id=?1 AND conversation_id=?2 AND "
+                    "user_id IN (?4, '*') AND seq > ?3 AND sender_id <> ?4");
+                Stmt last = r.Prepare((std::string("SELECT ") + kMessageColumns +
+                                       " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND kind IN (1, 2) "
+                                       "ORDER BY seq DESC LIMIT 1")
+                                          .c_str());
+                Stmt peer = r.Prepare(
+                    "SELECT max(read_seq, joined_seq) FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND "
+                    "user_id <> ?3 LIMIT 1");
+                Stmt count = r.Prepare("SELECT count(*) FROM members WHERE tenant_id=?1 AND conversation_id=?2");
+                for (auto& e : page.entries) {
+                    const std::string& conv = e.summary.conversation_id;
+                    auto& u = unread.Bind(tenant, conv, e.read_seq, user);
+                    e.unread = u.Step() ? static_cast<uint64_t>(u.Int(0)) : 0;
+                    u.Reset();
+                    auto& mq = mentions.Bind(tenant, conv, e.read_seq, user);
+                    e.unread_mentions = mq.Step() ? static_cast<uint64_t>(mq.Int(0)) : 0;
+                    mq.Reset();
+                    auto& l = last.Bind(tenant, conv);
+                    if (l.Step()) {
+                        e.last_message = ReadMessage(l);
+                    }
+                    l.Reset();
+                    if (e.summary.type == ConversationType::kDirect) {
+                        auto& p = peer.Bind(tenant, conv, user);
+                        e.peer_read_seq = p.Step() ? static_cast<uint64_t>(p.Int(0)) : 0;
+                        p.Reset();
+                    }
+                    auto& n = count.Bind(tenant, conv);
+                    e.member_count = n.Step() ? static_cast<uint32_t>(n.Int(0)) : 0;
+                    n.Reset();
+                }
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(page));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+void SqliteStore::LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+                              Callback<std::optional<MessageDetail>> done) {
+    auto shared_done = std::make_shared<Callback<std::optional<MessageDetail>>>(std::move(done));
+    SubmitRead(
+        [tenant = std::move(tenant_id), conv = std::move(conversation_id), seq, shared_done](Reader& r) {
+            std::optional<MessageDetail> out;
+            try {
+                Stmt q = r.Prepare((std::string("SELECT ") + kMessageColumns +
+                                    " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3")
+                                       .c_str());
+                q.Bind(tenant, conv, seq);
+                if (q.Step()) {
+                    out.emplace();
+                    out->message = ReadMessage(q);
+                }
+                q.Reset();
+                if (out) {
+                    std::vector<MessageRecord> one{out->message};
+                    r.FillState(tenant, conv, "", one);
+                    out->message = std::move(one[0]);
+                    Stmt e = r.Prepare(
+                        "SELECT version, text, time_ms FROM message_edits WHERE tenant_id=?1 AND conversation_id=?2 "
+                        "AND seq=?3 ORDER BY version");
+                    e.Bind(tenant, conv, seq);
+                    while (e.Step()) {
+                        out->edits.push_back(MessageEdit{static_cast<uint32_t>(e.Int(0)), e.Text(1), e.Int(2)});
+                    }
+                    e.Reset();
+                    Stmt rb = r.Prepare(
+                        "SELECT user_id FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND read_seq >= ?3 "
+                        "AND joined_seq < ?3 AND user_id <> ?4 ORDER BY user_id");
+                    rb.Bind(tenant, conv, seq, out->message.sender_id);
+                    while (rb.Step()) {
+                        out->read_by.push_back(rb.Text(0));
+                    }
+                    rb.Reset();
+                    Stmt n = r.Prepare("SELECT count(*) FROM members WHERE tenant_id=?1 AND conversation_id=?2");
+                    n.Bind(tenant, conv);
+                    out->member_count = n.Step() ? static_cast<uint32_t>(n.Int(0)) : 0;
+                    n.Reset();
+                }
             } catch (const SqliteError& e) {
                 spdlog::error("sqlite: read failed: {}", e.what());
                 return (*shared_done)(StorageUnavailable());

@@ -1,0 +1,104 @@
+#include "adapters/common/event_codec.hpp"
+
+#include <boost/json.hpp>
+
+#include <charconv>
+
+namespace flare::store {
+
+namespace json = boost::json;
+
+std::string EncodeEvent(const MessageEvent& e) {
+    if (e.type == EventType::kNone) {
+        return {};
+    }
+    json::object o;
+    o["t"] = static_cast<int>(e.type);
+    if (e.target_seq != 0) o["s"] = e.target_seq;
+    if (!e.user_ids.empty()) {
+        json::array a;
+        for (const auto& u : e.user_ids) a.emplace_back(u);
+        o["u"] = std::move(a);
+    }
+    if (!e.text.empty()) o["x"] = e.text;
+    if (e.role != MemberRole::kMember) o["r"] = static_cast<int>(e.role);
+    if (e.until_ms != 0) o["m"] = e.until_ms;
+    return json::serialize(o);
+}
+
+MessageEvent DecodeEvent(std::string_view s) {
+    MessageEvent e;
+    if (s.empty()) {
+        return e;
+    }
+    boost::system::error_code ec;
+    json::value v = json::parse(s, ec);
+    if (ec || !v.is_object()) {
+        return e;
+    }
+    const json::object& o = v.as_object();
+    auto num = [&](const char* k) -> int64_t {
+        const json::value* x = o.if_contains(k);
+        if (x == nullptr) return 0;
+        if (x->is_int64()) return x->as_int64();
+        if (x->is_uint64()) return static_cast<int64_t>(x->as_uint64());
+        return 0;
+    };
+    e.type = static_cast<EventType>(num("t"));
+    e.target_seq = static_cast<uint64_t>(num("s"));
+    if (const json::value* u = o.if_contains("u"); u != nullptr && u->is_array()) {
+        for (const auto& x : u->as_array()) {
+            if (x.is_string()) e.user_ids.emplace_back(x.as_string());
+        }
+    }
+    if (const json::value* x = o.if_contains("x"); x != nullptr && x->is_string()) {
+        e.text = std::string(x->as_string());
+    }
+    e.role = static_cast<MemberRole>(num("r"));
+    e.until_ms = num("m");
+    return e;
+}
+
+std::string JoinIds(const std::vector<std::string>& ids) {
+    std::string out;
+    for (const auto& id : ids) {
+        if (!out.empty()) out += ' ';
+        out += id;
+    }
+    return out;
+}
+
+std::vector<std::string> SplitIds(std::string_view s) {
+    std::vector<std::string> out;
+    while (!s.empty()) {
+        const auto sp = s.find(' ');
+        if (sp != 0) out.emplace_back(s.substr(0, sp));
+        if (sp == std::string_view::npos) break;
+        s.remove_prefix(sp + 1);
+    }
+    return out;
+}
+
+std::string EncodeListCursor(const ListCursor& c) {
+    return std::string(c.pinned ? "1" : "0") + "." + std::to_string(c.activity_ms) + "." + c.conversation_id;
+}
+
+bool DecodeListCursor(std::string_view token, ListCursor& out) {
+    if (token.size() < 5 || (token[0] != '0' && token[0] != '1') || token[1] != '.') {
+        return false;
+    }
+    out.pinned = token[0] == '1';
+    token.remove_prefix(2);
+    const auto dot = token.find('.');
+    if (dot == std::string_view::npos || dot == 0) {
+        return false;
+    }
+    auto [p, ec] = std::from_chars(token.data(), token.data() + dot, out.activity_ms);
+    if (ec != std::errc() || p != token.data() + dot) {
+        return false;
+    }
+    out.conversation_id = std::string(token.substr(dot + 1));
+    return !out.conversation_id.empty() && out.conversation_id.size() <= 200;
+}
+
+}  // namespace flare::store
