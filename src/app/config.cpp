@@ -209,6 +209,12 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
     if (auto* v = get("BUSINESS_SECRET")) {
         c.core_gateway.business_secret = *v;
     }
+    if (auto* v = get("RECALL_WINDOW_MS")) {
+        c.limits.recall_window_ms = static_cast<uint32_t>(ParseEnvInt("RECALL_WINDOW_MS", *v, 0, 30LL * 24 * 3600 * 1000));
+    }
+    if (auto* v = get("LARGE_GROUP_MEMBERS")) {
+        c.limits.large_group_members = static_cast<uint32_t>(ParseEnvInt("LARGE_GROUP_MEMBERS", *v, 0, 1'000'000));
+    }
     if (auto* v = get("IO_THREADS")) {
         c.io_threads = static_cast<uint32_t>(ParseEnvInt("IO_THREADS", *v, 0, 256));
     }
@@ -244,7 +250,7 @@ std::map<std::string, std::string> ReadEnvironment() {
     std::map<std::string, std::string> env;
     for (const char* name : {"PORT", "GATEWAY_ID", "GATEWAY_REGION", "LISTEN_ADDRESS", "DATABASE_URL", "STORAGE_SYNCHRONOUS", "TOKEN_SECRET",
                              "DEFAULT_TENANT", "LOG_LEVEL", "IO_THREADS", "CORE_GATEWAY_GRPC_PORT",
-                             "CORE_GATEWAY_HTTP_PORT", "BUSINESS_SECRET"}) {
+                             "CORE_GATEWAY_HTTP_PORT", "BUSINESS_SECRET", "RECALL_WINDOW_MS", "LARGE_GROUP_MEMBERS"}) {
         if (const char* v = std::getenv(name)) {
             env[name] = v;
         }

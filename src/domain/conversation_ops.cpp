@@ -80,12 +80,15 @@ void SessionService::AppendEvent(AppendRequest request, MemberList recipients, s
     messages_->Append(std::move(request), [this, key, recipients = std::move(recipients),
                                            skip_gateway = std::move(skip_gateway), skip_connection,
                                            done = std::move(done)](Result<AppendResult> r) mutable {
-        if (r && !r->duplicate) {
-            Invalidate(key);
-            push_->Fanout(std::make_shared<const MessageRecord>(r->message),
-                          FanoutPlan{std::move(recipients), std::move(skip_gateway), skip_connection});
+        if (!r || r->duplicate) {
+            return done(std::move(r));
         }
-        done(std::move(r));
+        Invalidate(key);
+        // Answered once the event is handed to the gateways: the actor's next request (a message, say)
+        // cannot overtake it on the way to the other members.
+        auto message = std::make_shared<const MessageRecord>(r->message);
+        push_->Fanout(std::move(message), FanoutPlan{std::move(recipients), std::move(skip_gateway), skip_connection},
+                      [r = std::move(r), done = std::move(done)](DeliveryStats) mutable { done(std::move(r)); });
     });
 }
 

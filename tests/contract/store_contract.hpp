@@ -9,6 +9,8 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -49,6 +51,51 @@ protected:
         req.message.text = text;
         req.create_with_members = std::move(create);
         return Await<AppendResult>([&](auto cb) { store_->Append(std::move(req), cb); });
+    }
+    // An event (group change or message operation) from `sender`.
+    Result<AppendResult> Event(const std::string& conv, const std::string& sender, const std::string& cid,
+                               MessageEvent ev, std::vector<std::string> create = {}, int64_t time_ms = 2000) {
+        AppendRequest req;
+        req.message.tenant_id = "t1";
+        req.message.conversation_id = conv;
+        req.message.conversation_type = ConversationType::kGroup;
+        req.message.server_msg_id = "srv-" + cid;
+        req.message.client_msg_id = cid;
+        req.message.sender_id = sender;
+        req.message.sender_device_id = "d1";
+        req.message.server_time_ms = time_ms;
+        req.message.kind = MessageKind::kEvent;
+        req.message.event = std::move(ev);
+        req.create_with_members = std::move(create);
+        return Await<AppendResult>([&](auto cb) { store_->Append(std::move(req), cb); });
+    }
+    Result<AppendResult> Op(const std::string& conv, const std::string& sender, const std::string& cid, EventType t,
+                            uint64_t target, std::string text = "") {
+        MessageEvent ev;
+        ev.type = t;
+        ev.target_seq = target;
+        ev.text = std::move(text);
+        return Event(conv, sender, cid, std::move(ev));
+    }
+    // A group owned by `owner` with `members` (owner included), created by its first event.
+    void CreateGroup(const std::string& conv, const std::string& owner, std::vector<std::string> members) {
+        MessageEvent ev;
+        ev.type = EventType::kGroupCreated;
+        ev.text = "Team";
+        ev.user_ids = members;
+        auto r = Event(conv, owner, "create", ev, members);
+        ASSERT_TRUE(r.ok()) << r.error().message;
+        ASSERT_EQ(r->message.seq, 1u);
+    }
+    Result<std::optional<ConversationInfo>> Load(const std::string& conv) {
+        return Await<std::optional<ConversationInfo>>([&](auto cb) { store_->LoadConversation("t1", conv, cb); });
+    }
+    Result<ConversationListPage> List(const std::string& user, std::string token = "", uint32_t limit = 20) {
+        return Await<ConversationListPage>(
+            [&](auto cb) { store_->ListConversationPage("t1", user, std::move(token), limit, cb); });
+    }
+    Result<uint64_t> MarkRead(const std::string& user, const std::string& conv, uint64_t seq) {
+        return Await<uint64_t>([&](auto cb) { store_->SaveReadCursor("t1", user, conv, seq, cb); });
     }
     Result<ConversationSummary> Join(const std::string& conv, const std::string& user) {
         return Await<ConversationSummary>([&](auto cb) { store_->JoinRoom("t1", conv, user, cb); });
@@ -248,7 +295,294 @@ TYPED_TEST_P(StoreContract, StoppedStoreRefusesWithUnavailable) {
     EXPECT_EQ(j.error().code, Errc::kUnavailable);
 }
 
+// A group is created by its first event, with its owner, name and members; membership events change
+// the members in the transaction that stores them; a second create is refused, its retry answered.
+TYPED_TEST_P(StoreContract, GroupEventsChangeMembersAndRoles) {
+    this->CreateGroup("group:g", "alice", {"alice", "bob", "carol"});
+    auto info = this->Load("group:g");
+    ASSERT_TRUE(info.ok() && info->has_value());
+    EXPECT_EQ((*info)->summary.type, ConversationType::kGroup);
+    EXPECT_EQ((*info)->name, "Team");
+    ASSERT_EQ((*info)->members.size(), 3u);
+    for (const auto& m : (*info)->members) {
+        EXPECT_EQ(m.role, m.user_id == "alice" ? MemberRole::kOwner : MemberRole::kMember) << m.user_id;
+    }
+    MessageEvent again;
+    again.type = EventType::kGroupCreated;
+    again.text = "Other";
+    auto exists = this->Event("group:g", "dave", "create", again, {"dave"});
+    ASSERT_FALSE(exists.ok());
+    EXPECT_EQ(exists.error().reason, "conversation_exists");
+    MessageEvent retry;
+    retry.type = EventType::kGroupCreated;
+    auto dup = this->Event("group:g", "alice", "create", retry, {"alice"});
+    ASSERT_TRUE(dup.ok());
+    EXPECT_TRUE(dup->duplicate);
+    EXPECT_EQ(dup->message.seq, 1u);
+    EXPECT_EQ(dup->message.event.type, EventType::kGroupCreated);
+    EXPECT_EQ(dup->message.event.user_ids, (std::vector<std::string>{"alice", "bob", "carol"}));
+
+    MessageEvent add;
+    add.type = EventType::kMembersAdded;
+    add.user_ids = {"dave"};
+    auto added = this->Event("group:g", "alice", "e2", add);
+    ASSERT_TRUE(added.ok());
+    EXPECT_EQ(added->message.seq, 2u);
+    MessageEvent role;
+    role.type = EventType::kRoleChanged;
+    role.user_ids = {"bob"};
+    role.role = MemberRole::kAdmin;
+    ASSERT_TRUE(this->Event("group:g", "alice", "e3", role).ok());
+    MessageEvent mute;
+    mute.type = EventType::kMemberMuted;
+    mute.user_ids = {"carol"};
+    mute.until_ms = 99'000;
+    ASSERT_TRUE(this->Event("group:g", "alice", "e4", mute).ok());
+    MessageEvent remove;
+    remove.type = EventType::kMembersRemoved;
+    remove.user_ids = {"carol"};
+    ASSERT_TRUE(this->Event("group:g", "bob", "e5", remove).ok());
+    MessageEvent rename;
+    rename.type = EventType::kGroupRenamed;
+    rename.text = "Renamed";
+    ASSERT_TRUE(this->Event("group:g", "bob", "e6", rename).ok());
+    info = this->Load("group:g");
+    ASSERT_TRUE(info.ok() && info->has_value());
+    EXPECT_EQ((*info)->name, "Renamed");
+    EXPECT_EQ((*info)->summary.last_seq, 6u);
+    std::map<std::string, MemberInfo> by_user;
+    for (const auto& m : (*info)->members) {
+        by_user[m.user_id] = m;
+    }
+    ASSERT_EQ(by_user.size(), 3u);  // alice, bob, dave
+    EXPECT_FALSE(by_user.contains("carol"));
+    EXPECT_EQ(by_user["bob"].role, MemberRole::kAdmin);
+    EXPECT_EQ(by_user["dave"].joined_seq, 1u);  // sees the conversation from its "added" event (seq 2) on
+
+    // The stored events read back with their fields.
+    auto page = this->Read("group:g", 0, 10);
+    ASSERT_TRUE(page.ok());
+    ASSERT_EQ(page->messages.size(), 6u);
+    EXPECT_EQ(page->messages[1].kind, MessageKind::kEvent);
+    EXPECT_EQ(page->messages[1].event.type, EventType::kMembersAdded);
+    EXPECT_EQ(page->messages[1].event.user_ids, std::vector<std::string>{"dave"});
+    EXPECT_EQ(page->messages[2].event.role, MemberRole::kAdmin);
+    EXPECT_EQ(page->messages[3].event.until_ms, 99'000);
+
+    // Handing the group over demotes the old owner to admin.
+    MessageEvent transfer;
+    transfer.type = EventType::kRoleChanged;
+    transfer.user_ids = {"dave"};
+    transfer.role = MemberRole::kOwner;
+    ASSERT_TRUE(this->Event("group:g", "alice", "e7", transfer).ok());
+    info = this->Load("group:g");
+    for (const auto& m : (*info)->members) {
+        if (m.user_id == "alice") EXPECT_EQ(m.role, MemberRole::kAdmin);
+        if (m.user_id == "dave") EXPECT_EQ(m.role, MemberRole::kOwner);
+    }
+
+    // After dissolution nothing more is appended (a retry of an earlier event is still answered).
+    MessageEvent dissolve;
+    dissolve.type = EventType::kGroupDissolved;
+    ASSERT_TRUE(this->Event("group:g", "dave", "e8", dissolve).ok());
+    info = this->Load("group:g");
+    EXPECT_TRUE((*info)->dissolved);
+    auto late = this->Append("group:g", "bob", "late", "hello?");
+    ASSERT_FALSE(late.ok());
+    EXPECT_EQ(late.error().reason, "conversation_dissolved");
+    auto late_dup = this->Event("group:g", "alice", "e7", transfer);
+    ASSERT_TRUE(late_dup.ok());
+    EXPECT_TRUE(late_dup->duplicate);
+    this->Reopen();
+    late = this->Append("group:g", "bob", "late2", "hello?");
+    ASSERT_FALSE(late.ok());
+    EXPECT_EQ(late.error().reason, "conversation_dissolved");
+}
+
+// Recall, edit, deletion and reactions change the target message in the event's transaction; their
+// preconditions are checked there and a failure allocates no seq.
+TYPED_TEST_P(StoreContract, MessageOperationsChangeTheTargetAtomically) {
+    this->CreateGroup("group:m", "alice", {"alice", "bob"});
+    ASSERT_TRUE(this->Append("group:m", "bob", "c2", "hello").ok());     // seq 2
+    ASSERT_TRUE(this->Append("group:m", "bob", "c3", "second").ok());    // seq 3
+    ASSERT_TRUE(this->Op("group:m", "bob", "o4", EventType::kEdited, 2, "hello, edited").ok());       // 4
+    ASSERT_TRUE(this->Op("group:m", "bob", "o5", EventType::kEdited, 2, "hello, edited twice").ok()); // 5
+    ASSERT_TRUE(this->Op("group:m", "alice", "o6", EventType::kReactionAdded, 2, "+1").ok());          // 6
+    ASSERT_TRUE(this->Op("group:m", "bob", "o7", EventType::kReactionAdded, 2, "+1").ok());            // 7
+    ASSERT_TRUE(this->Op("group:m", "bob", "o8", EventType::kReactionAdded, 2, "heart").ok());         // 8
+
+    auto again = this->Op("group:m", "bob", "o9", EventType::kReactionAdded, 2, "heart");
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.error().reason, "already_reacted");
+    auto never = this->Op("group:m", "alice", "o9", EventType::kReactionRemoved, 2, "heart");
+    ASSERT_FALSE(never.ok());
+    EXPECT_EQ(never.error().reason, "not_reacted");
+    auto missing = this->Op("group:m", "bob", "o9", EventType::kRecalled, 77);
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().reason, "unknown_message");
+    auto event_target = this->Op("group:m", "bob", "o9", EventType::kRecalled, 4);  // an event, not a message
+    ASSERT_FALSE(event_target.ok());
+    EXPECT_EQ(event_target.error().reason, "unknown_message");
+
+    auto page = this->Read("group:m", 1, 1);
+    ASSERT_TRUE(page.ok());
+    ASSERT_EQ(page->messages.size(), 1u);
+    const MessageRecord& m = page->messages[0];
+    EXPECT_EQ(m.text, "hello, edited twice");
+    EXPECT_EQ(m.edit_version, 2u);
+    ASSERT_EQ(m.reactions.size(), 2u);
+    EXPECT_EQ(m.reactions[0].emoji, "+1");
+    EXPECT_EQ(m.reactions[0].user_ids, (std::vector<std::string>{"alice", "bob"}));
+    EXPECT_EQ(m.reactions[1].emoji, "heart");
+    EXPECT_EQ(m.reactions[1].user_ids, std::vector<std::string>{"bob"});
+    EXPECT_EQ(page->last_seq, 8u);  // failed operations took no seq
+
+    auto detail = Await<std::optional<MessageDetail>>(
+        [&](auto cb) { this->store_->LoadMessage("t1", "group:m", 2, cb); });
+    ASSERT_TRUE(detail.ok() && detail->has_value());
+    ASSERT_EQ((*detail)->edits.size(), 2u);
+    EXPECT_EQ((*detail)->edits[0].version, 0u);
+    EXPECT_EQ((*detail)->edits[0].text, "hello");
+    EXPECT_EQ((*detail)->edits[1].text, "hello, edited");
+    EXPECT_EQ((*detail)->member_count, 2u);
+
+    ASSERT_TRUE(this->Op("group:m", "alice", "o9", EventType::kReactionRemoved, 2, "+1").ok());  // 9
+    ASSERT_TRUE(this->Op("group:m", "bob", "o10", EventType::kRecalled, 2).ok());                // 10
+    auto recalled = this->Read("group:m", 1, 1);
+    ASSERT_TRUE(recalled.ok());
+    EXPECT_TRUE(recalled->messages[0].recalled);
+    EXPECT_EQ(recalled->messages[0].text, "");
+    EXPECT_TRUE(recalled->messages[0].reactions.empty());
+    for (EventType t : {EventType::kEdited, EventType::kReactionAdded, EventType::kRecalled}) {
+        auto after = this->Op("group:m", "bob", "o11", t, 2, "x");
+        ASSERT_FALSE(after.ok());
+        EXPECT_EQ(after.error().reason, "message_recalled");
+    }
+    ASSERT_TRUE(this->Op("group:m", "bob", "o11", EventType::kDeletedForEveryone, 3).ok());  // 11
+    auto deleted = this->Read("group:m", 2, 1);
+    EXPECT_TRUE(deleted->messages[0].deleted);
+    EXPECT_EQ(deleted->messages[0].text, "");
+    // A retried recall is answered as a duplicate of the first.
+    auto retry = this->Op("group:m", "bob", "o10", EventType::kRecalled, 2);
+    ASSERT_TRUE(retry.ok());
+    EXPECT_TRUE(retry->duplicate);
+    EXPECT_EQ(retry->message.seq, 10u);
+}
+
+// The conversation list: unread counts after the user's read cursor (not their own messages, not
+// recalled ones), mentions, the newest message, the other side's read cursor, pins, and paging.
+TYPED_TEST_P(StoreContract, ConversationListCountsUnreadAndPages) {
+    ASSERT_TRUE(this->Append("direct:alice:bob", "alice", "d1", "hi bob", {"alice", "bob"}).ok());
+    ASSERT_TRUE(this->Append("direct:alice:bob", "alice", "d2", "there?").ok());
+    ASSERT_TRUE(this->Append("direct:alice:bob", "bob", "d3", "yes").ok());
+    this->CreateGroup("group:l", "alice", {"alice", "bob", "carol"});
+    {
+        AppendRequest req;
+        req.message = MessageRecord{};
+        req.message.tenant_id = "t1";
+        req.message.conversation_id = "group:l";
+        req.message.conversation_type = ConversationType::kGroup;
+        req.message.server_msg_id = "s-mention";
+        req.message.client_msg_id = "g2";
+        req.message.sender_id = "alice";
+        req.message.server_time_ms = 3000;
+        req.message.text = "@bob look";
+        req.message.mentions = {"bob"};
+        auto r = Await<AppendResult>([&](auto cb) { this->store_->Append(std::move(req), cb); });
+        ASSERT_TRUE(r.ok());
+        EXPECT_EQ(r->message.seq, 2u);
+    }
+    ASSERT_TRUE(this->Append("group:l", "carol", "g3", "hello all").ok());  // seq 3
+
+    auto list = this->List("bob");
+    ASSERT_TRUE(list.ok()) << list.error().message;
+    ASSERT_EQ(list->entries.size(), 2u);
+    std::map<std::string, ConversationListEntry> by_id;
+    for (const auto& e : list->entries) {
+        by_id[e.summary.conversation_id] = e;
+    }
+    EXPECT_EQ(by_id["direct:alice:bob"].unread, 2u);  // bob's own "yes" does not count
+    EXPECT_EQ(by_id["group:l"].unread, 2u);           // the creation event does not count
+    EXPECT_EQ(by_id["group:l"].unread_mentions, 1u);
+    EXPECT_EQ(by_id["group:l"].name, "Team");
+    EXPECT_EQ(by_id["group:l"].member_count, 3u);
+    ASSERT_TRUE(by_id["group:l"].last_message.has_value());
+    EXPECT_EQ(by_id["group:l"].last_message->text, "hello all");
+    EXPECT_EQ(by_id["direct:alice:bob"].last_message->text, "yes");
+
+    auto read = this->MarkRead("bob", "group:l", 2);
+    ASSERT_TRUE(read.ok());
+    EXPECT_EQ(*read, 2u);
+    auto back = this->MarkRead("bob", "group:l", 1);  // never backwards
+    EXPECT_EQ(*back, 2u);
+    auto capped = this->MarkRead("alice", "direct:alice:bob", 1000);  // capped at the newest seq
+    EXPECT_EQ(*capped, 3u);
+    auto stranger = this->MarkRead("zed", "group:l", 1);
+    ASSERT_FALSE(stranger.ok());
+    EXPECT_EQ(stranger.error().reason, "not_member");
+
+    // carol's message is recalled: it no longer counts.
+    ASSERT_TRUE(this->Op("group:l", "carol", "g4", EventType::kRecalled, 3).ok());
+    auto pinned = Await<UserSettings>(
+        [&](auto cb) { this->store_->SaveSettings("t1", "bob", "direct:alice:bob", true, std::nullopt, cb); });
+    ASSERT_TRUE(pinned.ok());
+    EXPECT_TRUE(pinned->pinned);
+    EXPECT_FALSE(pinned->muted);
+    list = this->List("bob");
+    ASSERT_TRUE(list.ok());
+    ASSERT_EQ(list->entries.size(), 2u);
+    EXPECT_EQ(list->entries[0].summary.conversation_id, "direct:alice:bob");  // pinned first
+    EXPECT_TRUE(list->entries[0].settings.pinned);
+    EXPECT_EQ(list->entries[0].peer_read_seq, 3u);  // alice read everything
+    EXPECT_EQ(list->entries[1].unread, 0u);
+    EXPECT_EQ(list->entries[1].unread_mentions, 0u);
+    EXPECT_EQ(list->entries[1].read_seq, 2u);
+
+    // Pages of one.
+    auto first = this->List("bob", "", 1);
+    ASSERT_TRUE(first.ok());
+    ASSERT_EQ(first->entries.size(), 1u);
+    ASSERT_FALSE(first->next_page_token.empty());
+    auto second = this->List("bob", first->next_page_token, 1);
+    ASSERT_TRUE(second.ok());
+    ASSERT_EQ(second->entries.size(), 1u);
+    EXPECT_NE(second->entries[0].summary.conversation_id, first->entries[0].summary.conversation_id);
+    EXPECT_TRUE(second->next_page_token.empty());
+    auto bad = this->List("bob", "garbage", 1);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().reason, "bad_page_token");
+
+    // Delete for me: only bob reads it as deleted, and it stops counting for him.
+    auto hidden = Await<bool>([&](Callback<bool> cb) {
+        this->store_->HideMessages("t1", "bob", "direct:alice:bob", {1, 99}, [cb](Status s) {
+            cb(s ? Result<bool>(true) : Result<bool>(s.error()));
+        });
+    });
+    ASSERT_TRUE(hidden.ok());
+    auto as_bob = Await<MessagePage>([&](auto cb) { this->store_->ReadAfter("t1", "direct:alice:bob", 0, 10, "bob", cb); });
+    ASSERT_TRUE(as_bob.ok());
+    EXPECT_TRUE(as_bob->messages[0].deleted_for_me);
+    EXPECT_EQ(as_bob->messages[0].text, "");
+    EXPECT_FALSE(as_bob->messages[1].deleted_for_me);
+    auto as_alice =
+        Await<MessagePage>([&](auto cb) { this->store_->ReadAfter("t1", "direct:alice:bob", 0, 10, "alice", cb); });
+    EXPECT_FALSE(as_alice->messages[0].deleted_for_me);
+    EXPECT_EQ(as_alice->messages[0].text, "hi bob");
+    list = this->List("bob");
+    EXPECT_EQ(list->entries[0].unread, 1u);
+
+    // Read receipts in a group: who has read message 2.
+    ASSERT_TRUE(this->MarkRead("carol", "group:l", 5).ok());
+    auto detail = Await<std::optional<MessageDetail>>(
+        [&](auto cb) { this->store_->LoadMessage("t1", "group:l", 2, cb); });
+    ASSERT_TRUE(detail.ok() && detail->has_value());
+    EXPECT_EQ((*detail)->read_by, (std::vector<std::string>{"bob", "carol"}));
+}
+
 REGISTER_TYPED_TEST_SUITE_P(StoreContract,
+                            GroupEventsChangeMembersAndRoles,
+                            MessageOperationsChangeTheTargetAtomically,
+                            ConversationListCountsUnreadAndPages,
                             SeqsAreDenseFromOneAndIdempotent,
                             ConcurrentAppendsStayDenseAndDistinct,
                             UnknownConversationIsRefusedAndDirectIsCreatedWithMembers,

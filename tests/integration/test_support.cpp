@@ -109,10 +109,10 @@ std::string RawHttp(uint16_t port, const std::string& request) {
 }
 
 std::unique_ptr<TestClient> TestClient::LoginTenant(uint16_t port, const std::string& user, const std::string& device,
-                                                    const std::string& tenant) {
+                                                    const std::string& tenant, const std::string& secret) {
     auto c = Open(port, "/");
     pb::ClientFrame f;
-    f.mutable_auth()->set_token(TokenFor(user, tenant));
+    f.mutable_auth()->set_token(TokenFor(user, tenant, 3600, secret));
     f.mutable_auth()->set_device_id(device);
     auto r = c->Request(f);
     EXPECT_TRUE(r && r->has_auth()) << (r ? r->DebugString() : "no answer");

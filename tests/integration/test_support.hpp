@@ -85,7 +85,7 @@ public:
     std::vector<pb::Message> SyncAll(const std::string& conv, uint64_t after, uint32_t page = 100);
     // Logs in as `user` on `device` with a token of `tenant`.
     static std::unique_ptr<TestClient> LoginTenant(uint16_t port, const std::string& user, const std::string& device,
-                                                   const std::string& tenant);
+                                                   const std::string& tenant, const std::string& secret = kSecret);
     std::optional<pb::ServerFrame> SyncConversations(const std::vector<std::pair<std::string, uint64_t>>& known = {},
                                                      bool include_all = false);
 
