@@ -6,7 +6,8 @@
 #   killed with SIGKILL mid-stream and restarted, and every acknowledged message is then delivered
 #   exactly once, in order, and stored exactly once with dense seqs; Redis is stopped for a few
 #   seconds and the gateways recover; a user with devices on both gateways gets messages on both; a
-#   gateway killed with SIGKILL drops its users from presence within their TTL; stop_multi_gateway.sh
+#   gateway killed with SIGKILL drops its users from presence within their TTL; the conversation
+#   operation scenarios (flare_ops_tests) pass across the two gateways; stop_multi_gateway.sh
 #   leaves no process behind.
 set -euo pipefail
 BIN=${1:?usage: multi_gateway_e2e.sh BUILD_BIN_DIR}
@@ -16,6 +17,8 @@ WORK=$(mktemp -d /tmp/flare-multi-e2e.XXXXXX)
 chmod 755 "$WORK"  # PostgreSQL runs as user postgres and must reach its data directory inside
 export FLARE_BIN_DIR=$BIN FLARE_STATE_DIR=$WORK/state FLARE_LOG_DIR=$WORK TOKEN_SECRET=multi-e2e-secret
 export PRESENCE_TTL_MS=3000 LOG_LEVEL=info
+# What the conversation-operation scenarios (flare_ops_tests) expect of the deployment.
+export RECALL_WINDOW_MS=1000 LARGE_GROUP_MEMBERS=3
 C1_PID="" C2_PID="" C3_PID=""
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -63,6 +66,12 @@ for u in u1 u2; do
     wait_for 15 grep -q "\[system\] business-system: named push" "$WORK/$u.out" || fail "$u missed the named push"
 done
 echo "business_push_client reaches both gateways: ok"
+
+# Groups, unread counts, receipts, recall, edit, reactions, typing, mentions: the same scenarios as
+# against the embedded server, here across the beijing and shanghai gateways.
+FLARE_OPS_GATEWAYS=60051,60052 FLARE_OPS_TOKEN_SECRET=$TOKEN_SECRET "$BIN/flare_ops_tests" \
+    >"$WORK/ops.out" 2>&1 3>&- 4>&- || fail "conversation operations failed in the distributed deployment: $(grep -E 'FAILED|Failure|Expected|Which is|error' "$WORK/ops.out" | head -n 30)"
+echo "conversation operations across both gateways ($(grep -c '^\[       OK' "$WORK/ops.out") scenarios): ok"
 
 # A stream of 300 messages; push-server and storage-writer die with SIGKILL in the middle of it.
 N=300
