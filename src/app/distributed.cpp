@@ -569,10 +569,11 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             presence_client = rpc::MakePresenceClient(host.Peer("signaling-online"));
             messaging_client = rpc::MakeMessagingClient(host.Peer("message-orchestrator"));
             push_client = rpc::MakePushClient(host.Peer("push-server"));
+            session_client = rpc::MakeSessionClient(host.Peer("session"));
             ids = std::make_unique<TimeOrderedIdGenerator>(host.clock, static_cast<uint16_t>(::getpid()));
             business = std::make_unique<core_gateway::BusinessApi>(
                 core_gateway::BusinessApiOptions{config.core_gateway.business_secret, config.gateway.default_tenant},
-                config.limits, *messaging_client, *push_client, *presence_client, host.clock, *ids);
+                config.limits, *session_client, *messaging_client, *push_client, *presence_client, host.clock, *ids);
             business_grpc = std::make_unique<core_gateway::GrpcServer>(*business);
             business_http = std::make_unique<core_gateway::HttpApiServer>(io, *business);
             const auto& cg = config.core_gateway;

@@ -46,7 +46,7 @@ struct EmbeddedServer::Impl {
           work(io.get_executor()),
           gateway(io, config.gateway, sessions, orchestrator, presence, clock),
           business(core_gateway::BusinessApiOptions{config.core_gateway.business_secret, config.gateway.default_tenant},
-                   config.limits, orchestrator, push, presence, clock, ids),
+                   config.limits, sessions, orchestrator, push, presence, clock, ids),
           grpc(business),
           http(io, business) {}
 

@@ -12,6 +12,41 @@ namespace flare::core_gateway {
 
 namespace {
 
+void FillHistory(const MessageRecord& m, bpb::HistoryMessage* h) {
+    h->set_seq(m.seq);
+    h->set_server_msg_id(m.server_msg_id);
+    h->set_sender_id(m.sender_id);
+    h->set_sender_device_id(m.sender_device_id);
+    h->set_server_time_ms(m.server_time_ms);
+    h->set_system(m.kind == MessageKind::kSystem);
+    h->set_text(m.text);
+    h->set_client_msg_id(m.client_msg_id);
+    if (m.kind == MessageKind::kEvent) {
+        h->set_event_type(std::string(EventTypeName(m.event.type)));
+    }
+    h->set_recalled(m.recalled);
+    h->set_deleted(m.deleted);
+    h->set_edit_version(m.edit_version);
+}
+
+std::string TypeName(ConversationType t) {
+    switch (t) {
+        case ConversationType::kDirect: return "direct";
+        case ConversationType::kRoom: return "room";
+        case ConversationType::kGroup: return "group";
+        case ConversationType::kSystem: return "system";
+    }
+    return "";
+}
+
+bpb::GroupChangeResponse GroupReply(const GroupResult& g) {
+    bpb::GroupChangeResponse out;
+    out.set_conversation_id(g.event.conversation_id);
+    out.set_seq(g.event.seq);
+    out.set_duplicate(g.duplicate);
+    return out;
+}
+
 Error Invalid(const std::string& field, const std::string& what) {
     return MakeError(Errc::kInvalidArgument, "invalid_" + field.substr(0, field.find('[')), field + ": " + what);
 }
@@ -60,10 +95,12 @@ Error NameField(Error e, const std::string& field) {
 
 }  // namespace
 
-BusinessApi::BusinessApi(BusinessApiOptions options, const Limits& limits, MessagingApi& orchestrator,
-                         PushApi& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids)
+BusinessApi::BusinessApi(BusinessApiOptions options, const Limits& limits, ConversationApi& sessions,
+                         MessagingApi& orchestrator, PushApi& push, PresenceRegistry& presence, const Clock& clock,
+                         IdGenerator& ids)
     : options_(std::move(options)),
       limits_(limits),
+      sessions_(sessions),
       orchestrator_(orchestrator),
       push_(push),
       presence_(presence),
@@ -327,13 +364,109 @@ void BusinessApi::GetHistory(const Caller& caller, const bpb::GetHistoryRequest&
                                       h->set_sender_device_id(m.sender_device_id);
                                       h->set_server_time_ms(m.server_time_ms);
                                       h->set_system(m.kind == MessageKind::kSystem);
-                                      h->set_text(m.text);
-                                      h->set_client_msg_id(m.client_msg_id);
+                                      FillHistory(m, h);
                                   }
                                   out.set_has_more(page->has_more);
                                   out.set_last_seq(page->last_seq);
                                   done(std::move(out));
                               });
+}
+
+// The system (the caller) manages groups with no role of its own: permissions are the business
+// system's to decide.
+void BusinessApi::CreateGroup(const Caller& caller, const bpb::CreateGroupRequest& req,
+                              Callback<bpb::GroupChangeResponse> done) {
+    if (req.owner_id().empty()) {
+        return done(Invalid("owner_id", "is required: the user who owns the group"));
+    }
+    if (static_cast<uint32_t>(req.member_ids_size()) > options_.max_users_per_call) {
+        return done(Invalid("member_ids", "at most " + std::to_string(options_.max_users_per_call) + " users per call"));
+    }
+    GroupCommand cmd;
+    cmd.actor = Principal{caller.tenant_id, "", "business"};
+    cmd.op = GroupOp::kCreate;
+    cmd.owner_id = req.owner_id();
+    cmd.name = req.name();
+    cmd.group_id = req.group_id();
+    cmd.user_ids.assign(req.member_ids().begin(), req.member_ids().end());
+    cmd.client_msg_id = req.idempotency_key();
+    sessions_.ManageGroup(std::move(cmd), [done = std::move(done)](Result<GroupResult> r) {
+        if (!r) {
+            return done(r.error());
+        }
+        done(GroupReply(*r));
+    });
+}
+
+void BusinessApi::ChangeMembers(const Caller& caller, const bpb::GroupMembersRequest& req, GroupOp op,
+                                Callback<bpb::GroupChangeResponse> done) {
+    if (req.conversation_id().empty()) {
+        return done(Invalid("conversation_id", "is required"));
+    }
+    if (auto users = ValidUsers(req.user_ids(), options_.max_users_per_call, false); !users.ok()) {
+        return done(users.error());
+    }
+    GroupCommand cmd;
+    cmd.actor = Principal{caller.tenant_id, "", "business"};
+    cmd.op = op;
+    cmd.conversation_id = req.conversation_id();
+    cmd.user_ids.assign(req.user_ids().begin(), req.user_ids().end());
+    cmd.client_msg_id = req.idempotency_key();
+    sessions_.ManageGroup(std::move(cmd), [done = std::move(done)](Result<GroupResult> r) {
+        if (!r) {
+            return done(r.error().reason == "bad_conversation_id" ? NameField(r.error(), "conversation_id") : r.error());
+        }
+        done(GroupReply(*r));
+    });
+}
+
+void BusinessApi::AddGroupMembers(const Caller& caller, const bpb::GroupMembersRequest& req,
+                                  Callback<bpb::GroupChangeResponse> done) {
+    ChangeMembers(caller, req, GroupOp::kAddMembers, std::move(done));
+}
+
+void BusinessApi::RemoveGroupMembers(const Caller& caller, const bpb::GroupMembersRequest& req,
+                                     Callback<bpb::GroupChangeResponse> done) {
+    ChangeMembers(caller, req, GroupOp::kRemoveMembers, std::move(done));
+}
+
+void BusinessApi::ListConversations(const Caller& caller, const bpb::ListConversationsRequest& req,
+                                    Callback<bpb::ListConversationsResponse> done) {
+    if (!IsValidName(req.user_id())) {
+        return done(Invalid("user_id", req.user_id().empty() ? "is required" : "is not a user id"));
+    }
+    sessions_.ListConversations(
+        Principal{caller.tenant_id, req.user_id(), ""}, req.page_token(), req.limit(),
+        [done = std::move(done)](Result<ConversationListPage> page) {
+            if (!page) {
+                const Error& e = page.error();
+                return done(e.reason == "bad_page_token" ? NameField(e, "page_token")
+                            : e.reason == "limit_too_large" ? NameField(e, "limit")
+                                                            : e);
+            }
+            bpb::ListConversationsResponse out;
+            for (const auto& e : page->entries) {
+                auto* o = out.add_conversations();
+                o->set_conversation_id(e.summary.conversation_id);
+                o->set_type(TypeName(e.summary.type));
+                o->set_name(e.name);
+                o->set_role(std::string(RoleName(e.role)));
+                o->set_dissolved(e.dissolved);
+                o->set_pinned(e.settings.pinned);
+                o->set_muted(e.settings.muted);
+                o->set_last_seq(e.summary.last_seq);
+                o->set_read_seq(e.read_seq);
+                o->set_unread_count(e.unread);
+                o->set_unread_mentions(e.unread_mentions);
+                if (e.last_message) {
+                    FillHistory(*e.last_message, o->mutable_last_message());
+                }
+                o->set_last_activity_time_ms(e.last_activity_ms);
+                o->set_member_count(e.member_count);
+            }
+            out.set_next_page_token(page->next_page_token);
+            done(std::move(out));
+        });
 }
 
 }  // namespace flare::core_gateway

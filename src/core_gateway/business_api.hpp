@@ -27,7 +27,7 @@ struct BusinessApiOptions {
 
 class BusinessApi {
 public:
-    BusinessApi(BusinessApiOptions options, const Limits& limits, MessagingApi& orchestrator,
+    BusinessApi(BusinessApiOptions options, const Limits& limits, ConversationApi& sessions, MessagingApi& orchestrator,
                 PushApi& push, PresenceRegistry& presence, const Clock& clock, IdGenerator& ids);
 
     // `authorization` is the header value ("Bearer <jwt>"). Errors: kUnauthenticated (missing, bad or
@@ -41,10 +41,21 @@ public:
                          Callback<bpb::QueryUserStatusResponse> done);
     void KickUser(const Caller& caller, const bpb::KickUserRequest& req, Callback<bpb::KickUserResponse> done);
     void GetHistory(const Caller& caller, const bpb::GetHistoryRequest& req, Callback<bpb::GetHistoryResponse> done);
+    void CreateGroup(const Caller& caller, const bpb::CreateGroupRequest& req, Callback<bpb::GroupChangeResponse> done);
+    void AddGroupMembers(const Caller& caller, const bpb::GroupMembersRequest& req,
+                         Callback<bpb::GroupChangeResponse> done);
+    void RemoveGroupMembers(const Caller& caller, const bpb::GroupMembersRequest& req,
+                            Callback<bpb::GroupChangeResponse> done);
+    void ListConversations(const Caller& caller, const bpb::ListConversationsRequest& req,
+                           Callback<bpb::ListConversationsResponse> done);
 
 private:
     BusinessApiOptions options_;
+    void ChangeMembers(const Caller& caller, const bpb::GroupMembersRequest& req, GroupOp op,
+                       Callback<bpb::GroupChangeResponse> done);
+
     Limits limits_;
+    ConversationApi& sessions_;
     MessagingApi& orchestrator_;
     PushApi& push_;
     PresenceRegistry& presence_;

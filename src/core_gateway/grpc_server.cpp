@@ -37,6 +37,22 @@ public:
                             bpb::GetHistoryResponse* resp) override {
         return Call(ctx, *req, resp, &BusinessApi::GetHistory);
     }
+    grpc::Status CreateGroup(grpc::ServerContext* ctx, const bpb::CreateGroupRequest* req,
+                             bpb::GroupChangeResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::CreateGroup);
+    }
+    grpc::Status AddGroupMembers(grpc::ServerContext* ctx, const bpb::GroupMembersRequest* req,
+                                 bpb::GroupChangeResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::AddGroupMembers);
+    }
+    grpc::Status RemoveGroupMembers(grpc::ServerContext* ctx, const bpb::GroupMembersRequest* req,
+                                    bpb::GroupChangeResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::RemoveGroupMembers);
+    }
+    grpc::Status ListConversations(grpc::ServerContext* ctx, const bpb::ListConversationsRequest* req,
+                                   bpb::ListConversationsResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::ListConversations);
+    }
 
 private:
     template <typename Req, typename Resp>

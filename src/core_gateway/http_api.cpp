@@ -170,9 +170,22 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
         if (method == "GetHistory") {
             return Dispatch(api, &BusinessApi::GetHistory, *caller, body, std::move(reply));
         }
+        if (method == "CreateGroup") {
+            return Dispatch(api, &BusinessApi::CreateGroup, *caller, body, std::move(reply));
+        }
+        if (method == "AddGroupMembers") {
+            return Dispatch(api, &BusinessApi::AddGroupMembers, *caller, body, std::move(reply));
+        }
+        if (method == "RemoveGroupMembers") {
+            return Dispatch(api, &BusinessApi::RemoveGroupMembers, *caller, body, std::move(reply));
+        }
+        if (method == "ListConversations") {
+            return Dispatch(api, &BusinessApi::ListConversations, *caller, body, std::move(reply));
+        }
         reply(ErrorReply(MakeError(Errc::kNotFound, "no_such_method",
                                    "no method '" + Utf8Prefix(method, 60) +
-                                       "'; methods: PushMessage, SendMessage, QueryUserStatus, KickUser, GetHistory")));
+                                       "'; methods: PushMessage, SendMessage, QueryUserStatus, KickUser, GetHistory, "
+                                       "CreateGroup, AddGroupMembers, RemoveGroupMembers, ListConversations")));
     }
 
     static asio::awaitable<void> Session(std::shared_ptr<Impl> self, beast::tcp_stream stream) {

@@ -457,3 +457,87 @@ TEST_F(Business, HealthAndReflectionServicesAreServed) {
 
 }  // namespace
 }  // namespace flare::testing
+
+namespace flare::testing {
+namespace {
+
+// A business system creates a group with members, changes them and reads a member's conversation
+// list; the members' devices see every change live, as events of the group.
+TEST_F(Business, GroupsAreManagedThroughTheBusinessApi) {
+    auto bob = TestClient::Login(server_.port(), "bob", "phone");
+    bpb::CreateGroupRequest create;
+    create.set_name("Support");
+    create.set_owner_id("alice");
+    create.add_member_ids("bob");
+    create.set_group_id("support-1");
+    create.set_idempotency_key("create-support-1");
+    bpb::GroupChangeResponse created;
+    auto s = Call(&bpb::BusinessService::Stub::CreateGroup, create, &created);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(created.conversation_id(), "group:support-1");
+    EXPECT_EQ(created.seq(), 1u);
+    auto ev = bob->NextPush();
+    ASSERT_TRUE(ev && ev->has_message()) << (ev ? ev->DebugString() : "nothing");
+    EXPECT_EQ(ev->message().message().event().type(), pb::EVENT_TYPE_GROUP_CREATED);
+    EXPECT_EQ(ev->message().message().sender_id(), "alice");  // the owner
+    bpb::GroupChangeResponse again;
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::CreateGroup, create, &again).ok());
+    EXPECT_TRUE(again.duplicate());
+
+    bpb::GroupMembersRequest add;
+    add.set_conversation_id("group:support-1");
+    add.add_user_ids("carol");
+    bpb::GroupChangeResponse added;
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::AddGroupMembers, add, &added).ok());
+    EXPECT_EQ(added.seq(), 2u);
+    ev = bob->NextPush();
+    ASSERT_TRUE(ev && ev->has_message());
+    EXPECT_EQ(ev->message().message().event().type(), pb::EVENT_TYPE_MEMBERS_ADDED);
+    EXPECT_EQ(ev->message().message().sender_id(), "system");
+
+    bpb::GroupMembersRequest remove;
+    remove.set_conversation_id("group:support-1");
+    remove.add_user_ids("nobody");
+    bpb::GroupChangeResponse removed;
+    auto bad = Call(&bpb::BusinessService::Stub::RemoveGroupMembers, remove, &removed);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << bad.error_message();
+    remove.set_user_ids(0, "carol");
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::RemoveGroupMembers, remove, &removed).ok());
+    EXPECT_EQ(removed.seq(), 3u);
+
+    ASSERT_TRUE(bob->Send("group:support-1", "b-1", "hello support").has_value());
+    bpb::ListConversationsRequest list;
+    list.set_user_id("alice");
+    bpb::ListConversationsResponse convs;
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::ListConversations, list, &convs).ok());
+    ASSERT_EQ(convs.conversations_size(), 1);
+    const auto& c = convs.conversations(0);
+    EXPECT_EQ(c.conversation_id(), "group:support-1");
+    EXPECT_EQ(c.type(), "group");
+    EXPECT_EQ(c.name(), "Support");
+    EXPECT_EQ(c.role(), "owner");
+    EXPECT_EQ(c.unread_count(), 1u);
+    EXPECT_EQ(c.member_count(), 2u);
+    EXPECT_EQ(c.last_message().text(), "hello support");
+
+    // The same over HTTP/JSON, and the errors name the field.
+    auto http = Post("ListConversations", R"({"user_id":"bob"})", BusinessToken());
+    EXPECT_NE(http.find("200 OK"), std::string::npos) << http;
+    EXPECT_NE(http.find("group:support-1"), std::string::npos) << http;
+    auto missing = Post("CreateGroup", R"({"name":"x"})", BusinessToken());
+    EXPECT_NE(missing.find("owner_id"), std::string::npos) << missing;
+    auto no_user = Post("ListConversations", R"({})", BusinessToken());
+    EXPECT_NE(no_user.find("user_id"), std::string::npos) << no_user;
+
+    bpb::GetHistoryRequest h;
+    h.set_conversation_id("group:support-1");
+    bpb::GetHistoryResponse page;
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::GetHistory, h, &page).ok());
+    ASSERT_EQ(page.messages_size(), 4);
+    EXPECT_EQ(page.messages(0).event_type(), "group_created");
+    EXPECT_EQ(page.messages(2).event_type(), "members_removed");
+    EXPECT_EQ(page.messages(3).event_type(), "");
+}
+
+}  // namespace
+}  // namespace flare::testing
