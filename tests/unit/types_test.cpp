@@ -22,9 +22,17 @@ TEST(ConversationId, ParsesDirectAndRoom) {
     EXPECT_EQ(r->name, "lobby");
 }
 
+TEST(ConversationId, ParsesGroups) {
+    auto r = ParseConversationId("group:team-1");
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->type, ConversationType::kGroup);
+    EXPECT_EQ(r->name, "team-1");
+    EXPECT_EQ(GroupConversationId("team-1"), "group:team-1");
+}
+
 TEST(ConversationId, RejectsMalformedIds) {
     for (const char* bad : {"", "lobby", "room:", "direct:bob:alice", "direct:alice:alice", "direct:alice",
-                            "room:has space", "group:x", "direct:a:b:c"}) {
+                            "room:has space", "group:", "group:a b", "channel:x", "direct:a:b:c"}) {
         auto r = ParseConversationId(bad);
         ASSERT_FALSE(r.ok()) << bad;
         EXPECT_EQ(r.error().code, Errc::kInvalidArgument) << bad;
