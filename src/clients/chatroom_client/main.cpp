@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "auth/jwt.hpp"
 #include "client/ws_client.hpp"
@@ -42,7 +43,17 @@ environment: NEGOTIATION_HOST (default localhost:60051), TOKEN (use this token),
 Lines read from stdin are sent; at the end of input the client waits until every line is
 acknowledged and exits 0 (1 if a send failed, or if no gateway could be reached for 30 s after
 the end of input). Messages of the user's other conversations are shown with the conversation
-id after the time, e.g. "[12:00:01] [room:lobby] user2: hi".
+id after the time, e.g. "[12:00:01] [room:lobby] #7 user2: hi"; #7 is the message's seq.
+Words "@user" in a line mention that user, "@all" everyone (group admins).
+Lines starting with / are commands (start a line with // to send one that begins with /):
+  /group create NAME [USER...]  create a group and talk in it
+  /open CONVERSATION            talk in another conversation (group:ID, direct:A:B, room:NAME)
+  /invite USER...  /remove USER...  /leave  /rename NAME  /dissolve
+  /role USER owner|admin|member  /mute USER SECONDS (0 unmutes)
+  /read [SEQ]         mark read up to SEQ (default: the newest shown)
+  /recall SEQ  /edit SEQ TEXT  /delete SEQ (for everyone)  /hide SEQ (for me)
+  /react SEQ EMOJI  /unreact SEQ EMOJI  /info SEQ (edits, reactions, who read it)
+  /typing  /list (conversations, unread counts)  /pin  /unpin  /quiet-on  /quiet-off
 )";
 
 struct Event {
@@ -98,6 +109,7 @@ class Chat {
     struct Pending {
         std::string id;
         std::string text;
+        std::string conversation;
     };
 
 public:
@@ -219,7 +231,14 @@ private:
     void Handle(Event e) {
         switch (e.kind) {
             case Event::Kind::kLine: {
-                pending_.push_back(Pending{msg_prefix_ + std::to_string(++msg_counter_), std::move(e.line)});
+                if (e.line.starts_with("/") && !e.line.starts_with("//")) {
+                    return Command(e.line);
+                }
+                if (e.line.starts_with("//")) {
+                    e.line.erase(0, 1);
+                }
+                pending_.push_back(
+                    Pending{msg_prefix_ + std::to_string(++msg_counter_), std::move(e.line), conversation_});
                 SendNext();
                 return;
             }
@@ -250,6 +269,19 @@ private:
             case pb::ServerFrame::kSend: return OnSent(f.request_id(), f.send());
             case pb::ServerFrame::kMessage: return OnPush(f.message().message());
             case pb::ServerFrame::kError: return OnError(f.request_id(), f.error());
+            case pb::ServerFrame::kNotice: return OnNotice(f.notice());
+            case pb::ServerFrame::kGroup: return OnGroup(f.group());
+            case pb::ServerFrame::kMessageOp:
+                return Say("done: event #" + std::to_string(f.message_op().seq()) + " in " +
+                           f.message_op().conversation_id());
+            case pb::ServerFrame::kRead:
+                return Say("read " + f.read().conversation_id() + " up to #" + std::to_string(f.read().read_seq()));
+            case pb::ServerFrame::kDeleteForMe: return Say("hidden for you");
+            case pb::ServerFrame::kUpdateSettings:
+                return Say(f.update_settings().conversation_id() + (f.update_settings().pinned() ? " pinned" : " not pinned") +
+                           (f.update_settings().muted() ? ", notifications off" : ", notifications on"));
+            case pb::ServerFrame::kListConversations: return OnList(f.list_conversations());
+            case pb::ServerFrame::kGetMessage: return OnInfo(f.get_message());
             case pb::ServerFrame::kGoodbye:
                 Status("server said goodbye: " + f.goodbye().reason() + " (" + f.goodbye().message() + ")");
                 if (f.goodbye().reason() == "replaced") {
@@ -308,8 +340,12 @@ private:
                 t.cursor = start;
                 t.acked = start;
                 if (id == conversation_) {
-                    Status(std::string(o_.to.empty() ? "joined room " + o_.room : "talking with " + o_.to) + " (" +
-                           std::to_string(last) + (last == 1 ? " message" : " messages") + " so far)");
+                    const bool initial = conversation_ == (o_.to.empty() ? flare::RoomConversationId(o_.room)
+                                                                         : flare::DirectConversationId(o_.user, o_.to));
+                    const std::string what = !initial         ? "opened " + conversation_
+                                             : o_.to.empty() ? "joined room " + o_.room
+                                                             : "talking with " + o_.to;
+                    Status(what + " (" + std::to_string(last) + (last == 1 ? " message" : " messages") + " so far)");
                 }
             }
             RequestMessages(id);
@@ -378,6 +414,7 @@ private:
             return;
         }
         pb::Message m;
+        m.set_kind(pb::MESSAGE_KIND_TEXT);
         m.set_conversation_id(s.conversation_id());
         m.set_seq(s.seq());
         m.set_server_msg_id(s.server_msg_id());
@@ -425,10 +462,251 @@ private:
     void SendPending(const Pending& p) {
         pb::ClientFrame f;
         f.set_request_id(p.id);
-        f.mutable_send()->set_conversation_id(conversation_);
+        f.mutable_send()->set_conversation_id(p.conversation);
         f.mutable_send()->set_client_msg_id(p.id);
         f.mutable_send()->set_text(p.text);
+        for (const auto& word : Words(p.text)) {
+            if (word == "@all") {
+                f.mutable_send()->set_mention_all(true);
+            } else if (word.size() > 1 && word[0] == '@' && flare::IsValidName(word.substr(1))) {
+                f.mutable_send()->add_mentions(word.substr(1));
+            }
+        }
         client_->Send(f);
+    }
+
+    static std::vector<std::string> Words(const std::string& s, size_t max = 0) {
+        std::vector<std::string> out;
+        size_t i = 0;
+        while (i < s.size()) {
+            while (i < s.size() && s[i] == ' ') ++i;
+            if (i >= s.size()) break;
+            if (max != 0 && out.size() + 1 == max) {
+                out.push_back(s.substr(i));  // the rest, as one
+                break;
+            }
+            const size_t j = s.find(' ', i);
+            out.push_back(s.substr(i, j == std::string::npos ? std::string::npos : j - i));
+            i = j == std::string::npos ? s.size() : j;
+        }
+        return out;
+    }
+
+    void Say(const std::string& s) { std::cout << "* " << s << std::endl; }
+
+    // A slash command: one request, its answer printed when it comes.
+    void Command(const std::string& line) {
+        auto w = Words(line);
+        const std::string cmd = w[0];
+        auto seq_arg = [&](size_t i) -> std::optional<uint64_t> {
+            if (w.size() <= i) return std::nullopt;
+            char* end = nullptr;
+            const unsigned long long v = std::strtoull(w[i].c_str(), &end, 10);
+            if (w[i].empty() || *end != '\0' || v == 0) return std::nullopt;
+            return v;
+        };
+        auto usage = [&](const std::string& how) { std::cerr << "! usage: " << how << std::endl; };
+        if (!client_ || !ready_) {
+            std::cerr << "! not connected yet; try again in a moment" << std::endl;
+            return;
+        }
+        pb::ClientFrame f;
+        f.set_request_id("cmd-" + std::to_string(++msg_counter_));
+        auto group = [&]() {
+            f.mutable_group()->set_conversation_id(conversation_);
+            return f.mutable_group();
+        };
+        auto op = [&](uint64_t seq) {
+            f.mutable_message_op()->set_conversation_id(conversation_);
+            f.mutable_message_op()->set_seq(seq);
+            return f.mutable_message_op();
+        };
+        if (cmd == "/group") {
+            if (w.size() < 3 || w[1] != "create") return usage("/group create NAME [USER...]");
+            auto* c = f.mutable_group()->mutable_create();
+            c->set_name(w[2]);
+            for (size_t i = 3; i < w.size(); ++i) c->add_member_ids(w[i]);
+        } else if (cmd == "/open") {
+            if (w.size() != 2) return usage("/open CONVERSATION");
+            auto ref = flare::ParseConversationId(w[1]);
+            if (!ref) return usage(ref.error().message);
+            return Open(w[1]);
+        } else if (cmd == "/invite" || cmd == "/remove") {
+            if (w.size() < 2) return usage(cmd + " USER...");
+            auto* m = cmd == "/invite" ? group()->mutable_add_members() : group()->mutable_remove_members();
+            for (size_t i = 1; i < w.size(); ++i) m->add_user_ids(w[i]);
+        } else if (cmd == "/leave") {
+            group()->mutable_leave();
+        } else if (cmd == "/dissolve") {
+            group()->mutable_dissolve();
+        } else if (cmd == "/rename") {
+            auto rest = Words(line, 2);
+            if (rest.size() != 2) return usage("/rename NAME");
+            group()->mutable_rename()->set_name(rest[1]);
+        } else if (cmd == "/role") {
+            if (w.size() != 3 || (w[2] != "owner" && w[2] != "admin" && w[2] != "member")) {
+                return usage("/role USER owner|admin|member");
+            }
+            auto* r = group()->mutable_set_role();
+            r->set_user_id(w[1]);
+            r->set_role(w[2] == "owner" ? pb::MEMBER_ROLE_OWNER : w[2] == "admin" ? pb::MEMBER_ROLE_ADMIN : pb::MEMBER_ROLE_MEMBER);
+        } else if (cmd == "/mute") {
+            char* end = nullptr;
+            const long secs = w.size() == 3 ? std::strtol(w[2].c_str(), &end, 10) : -1;
+            if (w.size() != 3 || *end != '\0' || secs < 0) return usage("/mute USER SECONDS");
+            auto* m = group()->mutable_mute();
+            m->set_user_id(w[1]);
+            m->set_duration_ms(static_cast<int64_t>(secs) * 1000);
+        } else if (cmd == "/read") {
+            const Track& t = tracks_[conversation_];
+            auto seq = w.size() > 1 ? seq_arg(1) : t.cursor;
+            if (!seq) return usage("/read [SEQ]");
+            f.mutable_read()->set_conversation_id(conversation_);
+            f.mutable_read()->set_seq(*seq);
+        } else if (cmd == "/recall" || cmd == "/delete" || cmd == "/info" || cmd == "/hide") {
+            auto seq = seq_arg(1);
+            if (!seq || w.size() != 2) return usage(cmd + " SEQ");
+            if (cmd == "/recall") {
+                op(*seq)->mutable_recall();
+            } else if (cmd == "/delete") {
+                op(*seq)->mutable_delete_for_everyone();
+            } else if (cmd == "/hide") {
+                f.mutable_delete_for_me()->set_conversation_id(conversation_);
+                f.mutable_delete_for_me()->add_seqs(*seq);
+            } else {
+                f.mutable_get_message()->set_conversation_id(conversation_);
+                f.mutable_get_message()->set_seq(*seq);
+            }
+        } else if (cmd == "/edit") {
+            auto rest = Words(line, 3);
+            auto seq = seq_arg(1);
+            if (!seq || rest.size() != 3) return usage("/edit SEQ TEXT");
+            op(*seq)->mutable_edit()->set_text(rest[2]);
+        } else if (cmd == "/react" || cmd == "/unreact") {
+            auto seq = seq_arg(1);
+            if (!seq || w.size() != 3) return usage(cmd + " SEQ EMOJI");
+            auto* o = op(*seq);
+            (cmd == "/react" ? o->mutable_add_reaction() : o->mutable_remove_reaction())->set_emoji(w[2]);
+        } else if (cmd == "/typing") {
+            f.mutable_typing()->set_conversation_id(conversation_);
+        } else if (cmd == "/list") {
+            f.mutable_list_conversations()->set_limit(100);
+        } else if (cmd == "/pin" || cmd == "/unpin") {
+            f.mutable_update_settings()->set_conversation_id(conversation_);
+            f.mutable_update_settings()->set_pinned(cmd == "/pin");
+        } else if (cmd == "/quiet-on" || cmd == "/quiet-off") {
+            f.mutable_update_settings()->set_conversation_id(conversation_);
+            f.mutable_update_settings()->set_muted(cmd == "/quiet-on");
+        } else {
+            std::cerr << "! unknown command " << cmd << " (see --help)" << std::endl;
+            return;
+        }
+        client_->Send(f);
+    }
+
+    // Follows `conv` from now on (with the last --history messages) and sends lines there.
+    void Open(const std::string& conv) {
+        conversation_ = conv;
+        tracks_[conv];
+        Say("talking in " + conv);
+        StartCatchUp();
+    }
+
+    void OnGroup(const pb::GroupResponse& g) {
+        const pb::Message& e = g.event();
+        if (e.event().type() == pb::EVENT_TYPE_GROUP_CREATED) {
+            Say("created " + e.conversation_id() + " (" + e.event().name() + ")");
+            Open(e.conversation_id());
+            return;
+        }
+        Say("done: " + Describe(e) + " (#" + std::to_string(e.seq()) + ")");
+    }
+
+    void OnNotice(const pb::Notice& n) {
+        switch (n.body_case()) {
+            case pb::Notice::kTyping:
+                if (!n.typing().stopped()) Say(n.user_id() + " is typing in " + n.conversation_id());
+                return;
+            case pb::Notice::kRead:
+                if (n.user_id() != o_.user) {
+                    Say(n.user_id() + " read " + n.conversation_id() + " up to #" + std::to_string(n.read().read_seq()));
+                }
+                return;
+            case pb::Notice::kNewMessages:
+                if (tracks_.contains(n.conversation_id())) {
+                    if (!tracks_[n.conversation_id()].syncing) RequestMessages(n.conversation_id());
+                } else {
+                    Say("new messages in " + n.conversation_id() + " up to #" + std::to_string(n.new_messages().up_to_seq()));
+                }
+                return;
+            default: return;  // this user's own changes on another device
+        }
+    }
+
+    void OnList(const pb::ListConversationsResponse& r) {
+        if (r.conversations().empty()) {
+            return Say("no conversations");
+        }
+        for (const auto& c : r.conversations()) {
+            std::string line = c.conversation_id();
+            if (!c.name().empty()) line += " \"" + c.name() + "\"";
+            line += ": " + std::to_string(c.unread_count()) + " unread";
+            if (c.unread_mentions() > 0) line += ", " + std::to_string(c.unread_mentions()) + " mentioning you";
+            if (c.pinned()) line += ", pinned";
+            if (c.muted()) line += ", notifications off";
+            if (c.dissolved()) line += ", dissolved";
+            if (c.has_last_message()) line += "; last: " + c.last_message().sender_id() + ": " + c.last_message().text();
+            Say(line);
+        }
+    }
+
+    void OnInfo(const pb::GetMessageResponse& r) {
+        const pb::Message& m = r.message();
+        Say("#" + std::to_string(m.seq()) + " " + m.sender_id() + ": " + Describe(m));
+        for (const auto& e : r.edits()) {
+            Say("  version " + std::to_string(e.version()) + ": " + e.text());
+        }
+        for (const auto& x : m.reactions()) {
+            std::string who;
+            for (const auto& u : x.user_ids()) who += (who.empty() ? "" : ", ") + u;
+            Say("  " + x.emoji() + " " + std::to_string(x.count()) + " (" + who + ")");
+        }
+        Say("  read by " + std::to_string(r.read_by_size()) + " of " + std::to_string(r.member_count() > 0 ? r.member_count() - 1 : 0));
+    }
+
+    // One line for a message of any kind (an event says what happened).
+    static std::string Describe(const pb::Message& m) {
+        if (m.kind() != pb::MESSAGE_KIND_EVENT) {
+            if (m.recalled()) return "(recalled)";
+            if (m.deleted()) return "(deleted)";
+            if (m.deleted_for_me()) return "(deleted for you)";
+            std::string t = m.text();
+            if (m.edit_version() > 0) t += " (edited)";
+            for (const auto& r : m.reactions()) t += " [" + r.emoji() + " " + std::to_string(r.count()) + "]";
+            return t;
+        }
+        const pb::Event& e = m.event();
+        std::string users;
+        for (const auto& u : e.user_ids()) users += (users.empty() ? "" : ", ") + u;
+        const std::string target = "#" + std::to_string(e.target_seq());
+        switch (e.type()) {
+            case pb::EVENT_TYPE_GROUP_CREATED: return "created the group \"" + e.name() + "\" with " + users;
+            case pb::EVENT_TYPE_GROUP_RENAMED: return "renamed the group to \"" + e.name() + "\"";
+            case pb::EVENT_TYPE_MEMBERS_ADDED: return "added " + users;
+            case pb::EVENT_TYPE_MEMBERS_REMOVED: return "removed " + users;
+            case pb::EVENT_TYPE_MEMBER_LEFT: return "left";
+            case pb::EVENT_TYPE_ROLE_CHANGED:
+                return "made " + users + " " +
+                       (e.role() == pb::MEMBER_ROLE_OWNER ? "owner" : e.role() == pb::MEMBER_ROLE_ADMIN ? "admin" : "member");
+            case pb::EVENT_TYPE_MEMBER_MUTED: return e.muted_until_ms() == 0 ? "unmuted " + users : "muted " + users;
+            case pb::EVENT_TYPE_GROUP_DISSOLVED: return "dissolved the group";
+            case pb::EVENT_TYPE_RECALLED: return "recalled " + target;
+            case pb::EVENT_TYPE_EDITED: return "edited " + target + ": " + e.text();
+            case pb::EVENT_TYPE_DELETED_FOR_EVERYONE: return "deleted " + target;
+            case pb::EVENT_TYPE_REACTION_ADDED: return "reacted " + e.emoji() + " to " + target;
+            case pb::EVENT_TYPE_REACTION_REMOVED: return "took back " + e.emoji() + " on " + target;
+            default: return "(event)";
+        }
     }
 
     void Show(const pb::Message& m) {
@@ -450,8 +728,12 @@ private:
         char when[16];
         std::strftime(when, sizeof when, "%H:%M:%S", &tm);
         const bool system = m.kind() == pb::MESSAGE_KIND_SYSTEM;  // from a business system, not a user
-        return std::string("[") + when + "]" + where + " " + (system ? "[system] " : "") + m.sender_id() + ": " +
-               m.text();
+        const std::string seq = m.seq() > 0 ? "#" + std::to_string(m.seq()) + " " : "";
+        if (m.kind() == pb::MESSAGE_KIND_EVENT) {
+            return std::string("[") + when + "]" + where + " " + seq + "* " + m.sender_id() + " " + Describe(m);
+        }
+        return std::string("[") + when + "]" + where + " " + seq + (system ? "[system] " : "") + m.sender_id() + ": " +
+               Describe(m);
     }
 
     void FlushAck() {
