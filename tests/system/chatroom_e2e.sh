@@ -61,7 +61,7 @@ wait "$C2_PID" || fail "user2 exited non-zero"
 C1_PID=""; C2_PID=""
 
 # user2 saw every message once, in order.
-texts() { sed -E 's/^\[[0-9:]+\] //' "$1"; }
+texts() { sed -E 's/^\[[0-9:]+\] (#[0-9]+ )?//' "$1"; }
 expected=$(printf 'user1: hello from user1\nuser2: hello from user2\nuser1: sent while the server is down\n'; for i in $(seq 1 50); do echo "user1: bulk $i"; done)
 [[ "$(texts "$WORK/u2.out")" == "$expected" ]] || { diff <(echo "$expected") <(texts "$WORK/u2.out") || true; fail "user2's transcript is not exact"; }
 [[ "$(texts "$WORK/u1.out")" == "$expected" ]] || { diff <(echo "$expected") <(texts "$WORK/u1.out") || true; fail "user1's transcript is not exact"; }
