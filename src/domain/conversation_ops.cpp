@@ -385,7 +385,7 @@ void SessionService::UpdateUserState(UserStateCommand cmd, Callback<UserStateRes
                                           "'" + r->ref.id + "' receives system messages only"));
                 }
                 // Transient: never stored. Large conversations do not get typing at all.
-                if (r->members->size() <= limits_.large_group_members) {
+                if (limits_.large_group_members == 0 || r->members->size() <= limits_.large_group_members) {
                     notice.event.type = EventType::kTyping;
                     notice.event.active = cmd.active;
                     Notify(std::move(notice), r->members, cmd.gateway_id, cmd.connection_id);

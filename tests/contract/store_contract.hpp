@@ -453,6 +453,7 @@ TYPED_TEST_P(StoreContract, MessageOperationsChangeTheTargetAtomically) {
     EXPECT_TRUE(recalled->messages[0].recalled);
     EXPECT_EQ(recalled->messages[0].text, "");
     EXPECT_TRUE(recalled->messages[0].reactions.empty());
+    EXPECT_EQ(recalled->messages[0].edit_version, 0u);
     for (EventType t : {EventType::kEdited, EventType::kReactionAdded, EventType::kRecalled}) {
         auto after = this->Op("group:m", "bob", "o11", t, 2, "x");
         ASSERT_FALSE(after.ok());

@@ -490,7 +490,8 @@ void ApplyEvent(pg::Conn& c, const MessageRecord& m) {
         case EventType::kRecalled:
         case EventType::kDeletedForEveryone: {
             const int flag = ev.type == EventType::kRecalled ? kFlagRecalled : kFlagDeleted;
-            c.Exec("UPDATE messages SET flags = flags | $4::smallint, text = '', mentions = '', mention_all = false "
+            c.Exec("UPDATE messages SET flags = flags | $4::smallint, text = '', mentions = '', mention_all = false, "
+                   "edit_version = 0, edited_ms = 0 "
                    "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
                    {t, cv, target, Num(flag)});
             for (const char* table : {"message_reactions", "message_edits", "message_mentions"}) {

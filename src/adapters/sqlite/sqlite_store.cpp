@@ -734,7 +734,7 @@ private:
             case EventType::kRecalled:
             case EventType::kDeletedForEveryone: {
                 const int flag = ev.type == EventType::kRecalled ? kFlagRecalled : kFlagDeleted;
-                w.Prepare("UPDATE messages SET flags=flags|?4, text='', mentions='', mention_all=0 WHERE tenant_id=?1 "
+                w.Prepare("UPDATE messages SET flags=flags|?4, text='', mentions='', mention_all=0, edit_version=0, edited_ms=0 WHERE tenant_id=?1 "
                           "AND conversation_id=?2 AND seq=?3")
                     .Bind(t, c, ev.target_seq, flag)
                     .Run();
