@@ -16,6 +16,10 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_ms BIGINT NOT NULL DEFAULT 
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS mentions TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS mention_all BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS event TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS target_seq BIGINT NOT NULL DEFAULT 0;
+-- What members had before the upgrade counts as read.
+UPDATE members m SET read_seq = c.last_seq FROM conversations c
+ WHERE c.tenant_id = m.tenant_id AND c.conversation_id = m.conversation_id AND m.read_seq = 0;
 
 CREATE TABLE IF NOT EXISTS message_reactions (
     tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq BIGINT NOT NULL, emoji TEXT NOT NULL,
@@ -43,7 +47,7 @@ CREATE TABLE IF NOT EXISTS message_mentions (
 CREATE OR REPLACE FUNCTION flare_append2(
     p_tenant TEXT, p_conv TEXT, p_conv_type SMALLINT, p_server_msg_id TEXT, p_client_msg_id TEXT,
     p_sender TEXT, p_sender_device TEXT, p_time_ms BIGINT, p_kind SMALLINT, p_text TEXT,
-    p_create_members TEXT[], p_mentions TEXT, p_mention_all BOOLEAN, p_event TEXT)
+    p_create_members TEXT[], p_mentions TEXT, p_mention_all BOOLEAN, p_event TEXT, p_target_seq BIGINT)
 RETURNS TABLE (status INT, seq BIGINT, server_msg_id TEXT, sender_device_id TEXT, server_time_ms BIGINT,
                kind SMALLINT, text TEXT)
 LANGUAGE plpgsql AS $$
@@ -81,9 +85,9 @@ BEGIN
 
     INSERT INTO messages (tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id,
                           sender_device_id, server_time_ms, conversation_type, kind, text, mentions,
-                          mention_all, event)
+                          mention_all, event, target_seq)
          VALUES (p_tenant, p_conv, v_last + 1, p_server_msg_id, p_client_msg_id, p_sender, p_sender_device,
-                 p_time_ms, p_conv_type, p_kind, p_text, p_mentions, p_mention_all, p_event);
+                 p_time_ms, p_conv_type, p_kind, p_text, p_mentions, p_mention_all, p_event, p_target_seq);
     UPDATE conversations c SET last_seq = v_last + 1, last_msg_time_ms = p_time_ms
      WHERE c.tenant_id = p_tenant AND c.conversation_id = p_conv;
     RETURN QUERY SELECT 0, v_last + 1, p_server_msg_id, p_sender_device, p_time_ms, p_kind, p_text;

@@ -1,5 +1,9 @@
 #include "core_gateway/business_api.hpp"
 
+#include <google/protobuf/util/json_util.h>
+
+#include "hooks/hook_config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -467,6 +471,66 @@ void BusinessApi::ListConversations(const Caller& caller, const bpb::ListConvers
             out.set_next_page_token(page->next_page_token);
             done(std::move(out));
         });
+}
+
+// Hooks travel as the JSON of their proto, which has the keys of a [[hook]] table: one validation
+// (hooks/hook_config.cpp) for the files and the API.
+void BusinessApi::PutHook(const Caller& caller, const bpb::PutHookRequest& req, Callback<bpb::PutHookResponse> done) {
+    if (hooks_ == nullptr) {
+        return done(MakeError(Errc::kUnavailable, "hooks_unavailable", "this server runs no hook engine"));
+    }
+    if (!req.has_hook()) {
+        return done(Invalid("hook", "is required"));
+    }
+    google::protobuf::util::JsonPrintOptions o;
+    o.preserve_proto_field_names = true;
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(req.hook(), &json, o);
+    auto spec = hooks::HookFromJson(json);
+    if (!spec) {
+        return done(Invalid("hook", spec.error().message));
+    }
+    hooks_->PutHook(caller.tenant_id, std::move(*spec), [done = std::move(done)](Status s) {
+        if (!s) {
+            return done(s.error());
+        }
+        done(bpb::PutHookResponse{});
+    });
+}
+
+void BusinessApi::DeleteHook(const Caller& caller, const bpb::DeleteHookRequest& req,
+                             Callback<bpb::DeleteHookResponse> done) {
+    if (hooks_ == nullptr) {
+        return done(MakeError(Errc::kUnavailable, "hooks_unavailable", "this server runs no hook engine"));
+    }
+    if (req.name().empty()) {
+        return done(Invalid("name", "is required"));
+    }
+    hooks_->DeleteHook(caller.tenant_id, req.name(), [done = std::move(done)](Status s) {
+        if (!s) {
+            return done(s.error());
+        }
+        done(bpb::DeleteHookResponse{});
+    });
+}
+
+void BusinessApi::ListHooks(const Caller& caller, const bpb::ListHooksRequest&, Callback<bpb::ListHooksResponse> done) {
+    if (hooks_ == nullptr) {
+        return done(MakeError(Errc::kUnavailable, "hooks_unavailable", "this server runs no hook engine"));
+    }
+    hooks_->ListHooks(caller.tenant_id, [done = std::move(done)](Result<std::vector<HookSpec>> list) {
+        if (!list) {
+            return done(list.error());
+        }
+        bpb::ListHooksResponse out;
+        google::protobuf::util::JsonParseOptions jo;
+        jo.ignore_unknown_fields = true;
+        for (auto& spec : *list) {
+            spec.secret = spec.secret.empty() ? "" : "(set)";
+            (void)google::protobuf::util::JsonStringToMessage(hooks::HookToJson(spec), out.add_hooks(), jo);
+        }
+        done(std::move(out));
+    });
 }
 
 }  // namespace flare::core_gateway

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/clock.hpp"
+#include "domain/hooks.hpp"
 #include "domain/services.hpp"
 #include "flare/business/v1/business.pb.h"
 
@@ -48,6 +49,15 @@ public:
                             Callback<bpb::GroupChangeResponse> done);
     void ListConversations(const Caller& caller, const bpb::ListConversationsRequest& req,
                            Callback<bpb::ListConversationsResponse> done);
+    void PutHook(const Caller& caller, const bpb::PutHookRequest& req, Callback<bpb::PutHookResponse> done);
+    void DeleteHook(const Caller& caller, const bpb::DeleteHookRequest& req, Callback<bpb::DeleteHookResponse> done);
+    void ListHooks(const Caller& caller, const bpb::ListHooksRequest& req, Callback<bpb::ListHooksResponse> done);
+
+    // Hook management goes to `hooks` (null: the calls answer unavailable); `metrics` (may be empty)
+    // renders what GET /metrics on the HTTP port answers.
+    void set_hooks(HookApi* hooks) { hooks_ = hooks; }
+    void set_metrics(std::function<std::string()> metrics) { metrics_ = std::move(metrics); }
+    std::string RenderMetrics() const { return metrics_ ? metrics_() : std::string(); }
 
 private:
     BusinessApiOptions options_;
@@ -55,6 +65,8 @@ private:
                        Callback<bpb::GroupChangeResponse> done);
 
     Limits limits_;
+    HookApi* hooks_ = nullptr;
+    std::function<std::string()> metrics_;
     ConversationApi& sessions_;
     MessagingApi& orchestrator_;
     PushApi& push_;

@@ -53,6 +53,17 @@ public:
                                    bpb::ListConversationsResponse* resp) override {
         return Call(ctx, *req, resp, &BusinessApi::ListConversations);
     }
+    grpc::Status PutHook(grpc::ServerContext* ctx, const bpb::PutHookRequest* req, bpb::PutHookResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::PutHook);
+    }
+    grpc::Status DeleteHook(grpc::ServerContext* ctx, const bpb::DeleteHookRequest* req,
+                            bpb::DeleteHookResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::DeleteHook);
+    }
+    grpc::Status ListHooks(grpc::ServerContext* ctx, const bpb::ListHooksRequest* req,
+                           bpb::ListHooksResponse* resp) override {
+        return Call(ctx, *req, resp, &BusinessApi::ListHooks);
+    }
 
 private:
     template <typename Req, typename Resp>

@@ -182,10 +182,20 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
         if (method == "ListConversations") {
             return Dispatch(api, &BusinessApi::ListConversations, *caller, body, std::move(reply));
         }
+        if (method == "PutHook") {
+            return Dispatch(api, &BusinessApi::PutHook, *caller, body, std::move(reply));
+        }
+        if (method == "DeleteHook") {
+            return Dispatch(api, &BusinessApi::DeleteHook, *caller, body, std::move(reply));
+        }
+        if (method == "ListHooks") {
+            return Dispatch(api, &BusinessApi::ListHooks, *caller, body, std::move(reply));
+        }
         reply(ErrorReply(MakeError(Errc::kNotFound, "no_such_method",
                                    "no method '" + Utf8Prefix(method, 60) +
                                        "'; methods: PushMessage, SendMessage, QueryUserStatus, KickUser, GetHistory, "
-                                       "CreateGroup, AddGroupMembers, RemoveGroupMembers, ListConversations")));
+                                       "CreateGroup, AddGroupMembers, RemoveGroupMembers, ListConversations, PutHook, "
+                                       "DeleteHook, ListHooks")));
     }
 
     static asio::awaitable<void> Session(std::shared_ptr<Impl> self, beast::tcp_stream stream) {

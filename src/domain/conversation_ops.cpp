@@ -84,6 +84,33 @@ void SessionService::AppendEvent(AppendRequest request, MemberList recipients, s
             return done(std::move(r));
         }
         Invalidate(key);
+        if (hooks_ != nullptr) {
+            const MessageRecord& m = r->message;
+            HookEvent e;
+            e.point = HookPoint::kMembershipChanged;
+            switch (m.event.type) {
+                case EventType::kGroupCreated: e.point = HookPoint::kConversationCreated; break;
+                case EventType::kGroupDissolved: e.point = HookPoint::kConversationDissolved; break;
+                case EventType::kMembersAdded: e.action = "added"; break;
+                case EventType::kMembersRemoved: e.action = "removed"; break;
+                case EventType::kMemberLeft: e.action = "left"; break;
+                case EventType::kRoleChanged: e.action = "role_changed"; break;
+                case EventType::kMemberMuted: e.action = "muted"; break;
+                default: e.action.clear(); break;
+            }
+            if ((e.point != HookPoint::kMembershipChanged || !e.action.empty()) && hooks_->Wants(e.point)) {
+                e.tenant_id = m.tenant_id;
+                e.conversation_id = m.conversation_id;
+                e.conversation_type = m.conversation_type;
+                e.user_id = m.sender_id;
+                e.device_id = m.sender_device_id;
+                e.time_ms = m.server_time_ms;
+                e.message = m;
+                e.seq = m.seq;
+                e.user_ids = m.event.user_ids;
+                hooks_->Publish(std::move(e));
+            }
+        }
         // Answered once the event is handed to the gateways: the actor's next request (a message, say)
         // cannot overtake it on the way to the other members.
         auto message = std::make_shared<const MessageRecord>(r->message);
@@ -244,9 +271,11 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
                         return done(MakeError(Errc::kInvalidArgument, "use_leave",
                                               "to remove yourself, leave the group"));
                     }
-                    if (static_cast<int>(r->MetaOf(u).role) >= rank) {
+                    if (static_cast<int>(r->MetaOf(u).role) >= std::min(rank, static_cast<int>(MemberRole::kOwner))) {
                         return done(MakeError(Errc::kPermissionDenied, "insufficient_role",
-                                              "'" + u + "' has the same role as you or a higher one"));
+                                              rank > static_cast<int>(MemberRole::kOwner)
+                                                  ? "'" + u + "' owns the group: hand it over first"
+                                                  : "'" + u + "' has the same role as you or a higher one"));
                     }
                 }
                 ev.type = EventType::kMembersRemoved;
@@ -294,7 +323,7 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
                 if (!target) {
                     return done(target.error());
                 }
-                if (static_cast<int>(r->MetaOf(*target).role) >= rank) {
+                if (static_cast<int>(r->MetaOf(*target).role) >= std::min(rank, static_cast<int>(MemberRole::kOwner))) {
                     return done(MakeError(Errc::kPermissionDenied, "insufficient_role",
                                           "'" + *target + "' has the same role as you or a higher one"));
                 }
@@ -315,6 +344,8 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
                 ev.type = EventType::kGroupDissolved;
                 break;
             }
+            default:
+                return done(MakeError(Errc::kInvalidArgument, "missing_operation", "unknown group operation"));
         }
         AppendRequest req;
         MessageRecord& m = req.message;
@@ -327,6 +358,16 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
         m.sender_device_id = cmd.actor.device_id;
         m.server_time_ms = clock_->NowMs();
         m.kind = MessageKind::kEvent;
+        // What the store checks again in its transaction (this check used a cached view).
+        if (!cmd.actor.user_id.empty()) {
+            req.check_sender = true;
+            req.min_sender_role = cmd.op == GroupOp::kLeave ? MemberRole::kMember
+                                  : (cmd.op == GroupOp::kSetRole || cmd.op == GroupOp::kDissolve) ? MemberRole::kOwner
+                                                                                                   : MemberRole::kAdmin;
+        }
+        if (cmd.op == GroupOp::kRemoveMembers || cmd.op == GroupOp::kMuteMember) {
+            req.targets_below = static_cast<MemberRole>(std::min(rank, static_cast<int>(MemberRole::kOwner)));
+        }
         m.event = std::move(ev);
         // Everyone who was a member (so the removed see their removal) and everyone added.
         MemberList recipients = extra_recipients.empty() ? r->members : Union(r->members, extra_recipients);
@@ -384,11 +425,23 @@ void SessionService::UpdateUserState(UserStateCommand cmd, Callback<UserStateRes
                     return done(MakeError(Errc::kPermissionDenied, "read_only_conversation",
                                           "'" + r->ref.id + "' receives system messages only"));
                 }
-                // Transient: never stored. Large conversations do not get typing at all.
+                if (r->dissolved()) {
+                    return done(MakeError(Errc::kFailedPrecondition, "conversation_dissolved",
+                                          "group '" + r->ref.id + "' was dissolved"));
+                }
+                // Transient: never stored; to the other members (not the typer's own devices). Large
+                // conversations do not get typing at all.
                 if (limits_.large_group_members == 0 || r->members->size() <= limits_.large_group_members) {
                     notice.event.type = EventType::kTyping;
                     notice.event.active = cmd.active;
-                    Notify(std::move(notice), r->members, cmd.gateway_id, cmd.connection_id);
+                    auto others = std::make_shared<std::vector<std::string>>();
+                    others->reserve(r->members->size());
+                    for (const auto& u : *r->members) {
+                        if (u != cmd.who.user_id) {
+                            others->push_back(u);
+                        }
+                    }
+                    Notify(std::move(notice), std::move(others), cmd.gateway_id, cmd.connection_id);
                 }
                 return done(UserStateResult{});
             }
@@ -403,6 +456,18 @@ void SessionService::UpdateUserState(UserStateCommand cmd, Callback<UserStateRes
                         }
                         notice.event.type = EventType::kRead;
                         notice.event.target_seq = *saved;
+                        if (hooks_ != nullptr && hooks_->Wants(HookPoint::kRead)) {
+                            HookEvent e;
+                            e.point = HookPoint::kRead;
+                            e.tenant_id = cmd.who.tenant_id;
+                            e.conversation_id = ref.id;
+                            e.conversation_type = ref.type;
+                            e.user_id = cmd.who.user_id;
+                            e.device_id = cmd.who.device_id;
+                            e.seq = *saved;
+                            e.time_ms = clock_->NowMs();
+                            hooks_->Publish(std::move(e));
+                        }
                         // The user's other devices; in a direct conversation also the other participant.
                         MemberList to = self_only;
                         if (ref.type == ConversationType::kDirect) {
@@ -448,6 +513,7 @@ void SessionService::UpdateUserState(UserStateCommand cmd, Callback<UserStateRes
                 return;
             }
         }
+        done(MakeError(Errc::kInvalidArgument, "bad_operation", "unknown user-state operation"));
     });
 }
 
@@ -467,11 +533,11 @@ void SessionService::GetMessage(const Principal& who, std::string conversation_i
                                 Callback<MessageDetail> done) {
     const std::string tenant = who.tenant_id;
     Resolve(tenant, who.user_id, conversation_id,
-            [this, tenant, seq, done = std::move(done)](Result<Resolved> r) mutable {
+            [this, tenant, reader = who.user_id, seq, done = std::move(done)](Result<Resolved> r) mutable {
                 if (!r) {
                     return done(r.error());
                 }
-                store_.LoadMessage(tenant, r->ref.id, seq,
+                store_.LoadMessage(tenant, r->ref.id, seq, reader,
                                    [seq, conv = r->ref.id, done = std::move(done)](
                                        Result<std::optional<MessageDetail>> d) mutable {
                                        if (!d) {
@@ -553,6 +619,10 @@ void MessageOrchestrator::SendOperation(SendCommand command, Callback<SendReceip
         if (r->dissolved()) {
             return done(MakeError(Errc::kFailedPrecondition, "conversation_dissolved",
                                   "group '" + r->ref.id + "' was dissolved"));
+        }
+        if (r->ref.type == ConversationType::kSystem && command.check_membership) {
+            return done(MakeError(Errc::kPermissionDenied, "read_only_conversation",
+                                  "'" + r->ref.id + "' receives system messages only"));
         }
         if (!r->exists) {
             return done(MakeError(Errc::kNotFound, "unknown_message", "'" + r->ref.id + "' has no messages yet"));

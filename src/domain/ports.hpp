@@ -31,6 +31,16 @@ struct AppendRequest {
     // both participants members in the same transaction. A kGroupCreated event creates its group with
     // these members (the sender is the owner).
     std::vector<std::string> create_with_members;
+    // Checked again in the store's transaction for groups, since the caller's view may be stale: the
+    // sender must be a member (kPermissionDenied "not_member") with at least `min_sender_role`
+    // ("insufficient_role"), and not muted when `refuse_muted` ("member_muted").
+    bool check_sender = false;
+    MemberRole min_sender_role = MemberRole::kMember;
+    bool refuse_muted = false;
+    // kMembersRemoved / kRoleChanged / kMemberMuted: every user in event.user_ids must be a member
+    // (kFailedPrecondition "not_member"), with a role below this one when set ("insufficient_role").
+    // kMembersAdded: none may be a member yet ("already_member").
+    std::optional<MemberRole> targets_below;
 };
 // An event (message.kind kEvent) is applied in the transaction that stores it, after its
 // preconditions are checked there; a failed precondition stores nothing and allocates no seq:
@@ -42,7 +52,9 @@ struct AppendRequest {
 //   (kFailedPrecondition "message_recalled" / "message_deleted"); an edit keeps the old text in the
 //   message's edit history; adding a reaction the sender already made fails "already_reacted",
 //   removing one they did not make "not_reacted".
-// Any append to a dissolved group fails kFailedPrecondition "conversation_dissolved".
+// Any append to a dissolved group fails kFailedPrecondition "conversation_dissolved". A repeated
+// client_msg_id answers the original only when it is the same kind of request (a message, or an
+// event of the same type); otherwise kAlreadyExists "client_msg_id_reused".
 
 struct AppendResult {
     MessageRecord message;   // as stored (for a duplicate: the original message)
@@ -171,8 +183,9 @@ public:
     // previous page returned. Errors: kInvalidArgument "bad_page_token".
     virtual void ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token,
                                       uint32_t limit, Callback<ConversationListPage> done) = 0;
-    // One message with its edit history and who read it; std::nullopt when there is no such seq.
-    virtual void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+    // One message with its edit history and who read it, as `reader_id` sees it (delete for me);
+    // std::nullopt when there is no such seq.
+    virtual void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq, std::string reader_id,
                              Callback<std::optional<MessageDetail>> done) = 0;
 };
 

@@ -331,8 +331,24 @@ void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPla
                              }
                              return;
                          }
-                         DeliverTo(message, *devices, skip_gateway_id, skip_connection_id,
-                                   /*count_users=*/static_cast<bool>(done), done);
+                         const uint64_t handed = DeliverTo(message, *devices, skip_gateway_id, skip_connection_id,
+                                                           /*count_users=*/static_cast<bool>(done), done);
+                         if (hooks_ != nullptr && message->seq != 0 &&
+                             (message->kind == MessageKind::kText || message->kind == MessageKind::kSystem) &&
+                             hooks_->Wants(HookPoint::kDelivery)) {
+                             HookEvent e;
+                             e.point = HookPoint::kDelivery;
+                             e.tenant_id = message->tenant_id;
+                             e.conversation_id = message->conversation_id;
+                             e.conversation_type = message->conversation_type;
+                             e.user_id = message->sender_id;
+                             e.device_id = message->sender_device_id;
+                             e.message = *message;
+                             e.seq = message->seq;
+                             e.devices = handed;
+                             e.time_ms = message->server_time_ms;
+                             hooks_->Publish(std::move(e));
+                         }
                      });
 }
 
@@ -406,9 +422,10 @@ void PushService::Broadcast(std::shared_ptr<const MessageRecord> message, std::f
     });
 }
 
-void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const std::vector<DeviceSession>& devices,
-                            const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users,
-                            std::function<void(DeliveryStats)> done) {
+uint64_t PushService::DeliverTo(std::shared_ptr<const MessageRecord> message,
+                                const std::vector<DeviceSession>& devices, const std::string& skip_gateway_id,
+                                uint64_t skip_connection_id, bool count_users,
+                                std::function<void(DeliveryStats)> done) {
     DeliveryStats stats;
     // Most deployments have few gateways: a small vector beats a map here.
     std::vector<std::pair<std::string, std::vector<uint64_t>>> by_gateway;
@@ -445,10 +462,11 @@ void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const 
         for (auto [sink, connections] : sinks) {
             sink->Deliver(*message, *connections, nullptr);
         }
-        return;
+        return stats.devices;
     }
     if (sinks.empty()) {
-        return done(stats);
+        done(stats);
+        return stats.devices;
     }
     // Completions may come from other threads (remote gateways): the last one answers.
     struct Pending {
@@ -460,6 +478,7 @@ void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const 
     pending->left = sinks.size();
     pending->stats = stats;
     pending->done = std::move(done);
+    const uint64_t handed = stats.devices;
     for (auto [sink, connections] : sinks) {
         sink->Deliver(*message, *connections, [pending](Status) {
             if (pending->left.fetch_sub(1) == 1) {
@@ -467,6 +486,7 @@ void PushService::DeliverTo(std::shared_ptr<const MessageRecord> message, const 
             }
         });
     }
+    return handed;
 }
 
 void PushService::Kick(std::vector<DeviceSession> devices, std::string device_id, std::string reason,
@@ -579,9 +599,119 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                                                         "only a group's owner and admins may mention @all"));
                               }
                           }
+                          if (hooks_ != nullptr && command.check_membership && hooks_->Wants(HookPoint::kPreSend)) {
+                              return EnqueuePreSend(PreSendItem{std::move(command), std::move(resolved.value()),
+                                                                std::move(done), std::move(on_delivered)});
+                          }
                           CommitResolved(std::move(command), std::move(resolved.value()), std::move(done),
                                          std::move(on_delivered));
                       });
+}
+
+void MessageOrchestrator::EnqueuePreSend(PreSendItem item) {
+    const std::string key = item.command.sender.tenant_id + '\x1f' + item.resolved.ref.id;
+    {
+        std::lock_guard lock(presend_mu_);
+        auto& q = presend_queues_[key];
+        q.push_back(std::move(item));
+        if (q.size() > 1) {
+            return;  // runs when the ones before it are through
+        }
+    }
+    RunPreSend(key);
+}
+
+void MessageOrchestrator::RunPreSend(const std::string& key) {
+    const PreSendItem* item = nullptr;
+    {
+        std::lock_guard lock(presend_mu_);
+        item = &presend_queues_[key].front();  // deque: stays put while others are appended
+    }
+    const SendCommand& c = item->command;
+    HookEvent e;
+    e.point = HookPoint::kPreSend;
+    e.tenant_id = c.sender.tenant_id;
+    e.conversation_id = item->resolved.ref.id;
+    e.conversation_type = item->resolved.ref.type;
+    e.user_id = c.sender.user_id;
+    e.device_id = c.sender.device_id;
+    e.time_ms = clock_.NowMs();
+    e.message.tenant_id = c.sender.tenant_id;
+    e.message.conversation_id = item->resolved.ref.id;
+    e.message.conversation_type = item->resolved.ref.type;
+    e.message.client_msg_id = c.client_msg_id;
+    e.message.sender_id = c.sender.user_id;
+    e.message.sender_device_id = c.sender.device_id;
+    e.message.server_time_ms = e.time_ms;
+    e.message.kind = c.kind;
+    e.message.text = c.text;
+    e.message.mentions = c.mentions;
+    e.message.mention_all = c.mention_all;
+    hooks_->PreSend(std::move(e), [this, key](Result<PreSendVerdict> verdict) {
+        PreSendItem item;
+        {
+            std::lock_guard lock(presend_mu_);
+            auto& q = presend_queues_[key];
+            item = std::move(q.front());
+            q.pop_front();
+        }
+        // An unreachable hook engine is treated as allowing (each hook's own failure policy was
+        // applied by the engine).
+        if (verdict && verdict->action == PreSendVerdict::Action::kReject) {
+            item.done(MakeError(Errc::kPermissionDenied, "rejected_by_hook",
+                                verdict->reason.empty() ? "the message was rejected" : verdict->reason));
+        } else if (verdict && verdict->action == PreSendVerdict::Action::kRewrite &&
+                   (verdict->text.empty() || verdict->text.size() > limits_.max_text_bytes)) {
+            item.done(MakeError(Errc::kPermissionDenied, "rejected_by_hook",
+                                "hook '" + verdict->hook + "' rewrote the message to an empty or too long text"));
+        } else {
+            if (verdict && verdict->action == PreSendVerdict::Action::kRewrite) {
+                item.command.text = verdict->text;
+            }
+            CommitResolved(std::move(item.command), std::move(item.resolved), std::move(item.done),
+                           std::move(item.on_delivered));
+        }
+        bool more = false;
+        {
+            std::lock_guard lock(presend_mu_);
+            auto it = presend_queues_.find(key);
+            if (it->second.empty()) {
+                presend_queues_.erase(it);
+            } else {
+                more = true;
+            }
+        }
+        if (more) {
+            RunPreSend(key);
+        }
+    });
+}
+
+void MessageOrchestrator::PublishCommitted(const MessageRecord& m) {
+    HookEvent e;
+    e.tenant_id = m.tenant_id;
+    e.conversation_id = m.conversation_id;
+    e.conversation_type = m.conversation_type;
+    e.user_id = m.sender_id;
+    e.device_id = m.sender_device_id;
+    e.time_ms = m.server_time_ms;
+    e.message = m;
+    e.seq = m.seq;
+    e.point = HookPoint::kPostSend;
+    if (m.kind == MessageKind::kEvent) {
+        if (m.event.type == EventType::kRecalled) {
+            e.point = HookPoint::kRecall;
+            e.seq = m.event.target_seq;
+        } else if (m.event.type == EventType::kReactionAdded || m.event.type == EventType::kReactionRemoved) {
+            e.point = HookPoint::kReaction;
+            e.seq = m.event.target_seq;
+            e.action = m.event.type == EventType::kReactionAdded ? "added" : "removed";
+            e.emoji = m.event.text;
+        }
+    }
+    if (hooks_->Wants(e.point)) {
+        hooks_->Publish(std::move(e));
+    }
 }
 
 void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversation resolved,
@@ -604,6 +734,11 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
     if (!resolved.exists) {
         req.create_with_members = *resolved.members;
     }
+    if (resolved.ref.type == ConversationType::kGroup && command.check_membership) {
+        // The member cache may be behind a removal or a mute that is committing: the store checks again.
+        req.check_sender = true;
+        req.refuse_muted = m.kind != MessageKind::kEvent || m.event.type == EventType::kEdited;
+    }
     FanoutPlan plan{resolved.members, std::move(command.gateway_id), command.connection_id};
     committer_.Commit(
         std::move(req), std::move(plan),
@@ -614,6 +749,9 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
             const MessageRecord& m = appended->message;
             if (!appended->duplicate && !resolved.exists) {
                 sessions_.MarkDirectCreated(m.tenant_id, resolved.ref);
+            }
+            if (!appended->duplicate && hooks_ != nullptr) {
+                PublishCommitted(m);
             }
             done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate});
         },

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,7 @@
 
 #include "common/clock.hpp"
 #include "domain/apis.hpp"
+#include "domain/hooks.hpp"
 #include "domain/ports.hpp"
 
 namespace flare {
@@ -69,6 +71,8 @@ public:
                     Callback<MessageDetail> done) override;
 
     size_t cached_conversations();
+    // Group lifecycle, membership and read events go to these hooks (may be null).
+    void set_hooks(HookApi* hooks) { hooks_ = hooks; }
 
 private:
     struct Waiter {
@@ -107,6 +111,7 @@ private:
     PushApi* push_ = nullptr;
     const Clock* clock_ = nullptr;
     IdGenerator* ids_ = nullptr;
+    HookApi* hooks_ = nullptr;
     Limits limits_;
     size_t max_cached_;
     bool remember_missing_;
@@ -126,10 +131,13 @@ public:
     void Broadcast(std::shared_ptr<const MessageRecord> message, std::function<void(DeliveryStats)> done) override;
     void Kick(std::vector<DeviceSession> devices, std::string device_id, std::string reason,
               Callback<uint32_t> done) override;
+    // Delivery events go to these hooks (may be null).
+    void set_hooks(HookApi* hooks) { hooks_ = hooks; }
 
 private:
     // Hands each gateway its connections; `done` (may be empty) runs once every gateway has answered.
-    void DeliverTo(std::shared_ptr<const MessageRecord> message, const std::vector<DeviceSession>& devices,
+    // Returns how many devices it handed the message to.
+    uint64_t DeliverTo(std::shared_ptr<const MessageRecord> message, const std::vector<DeviceSession>& devices,
                    const std::string& skip_gateway_id, uint64_t skip_connection_id, bool count_users,
                    std::function<void(DeliveryStats)> done);
 
@@ -139,6 +147,7 @@ private:
 
     PresenceRegistry& presence_;
     GatewayDirectory& gateways_;
+    HookApi* hooks_ = nullptr;
     uint32_t large_group_members_;
     struct Pending {
         std::shared_ptr<const MessageRecord> notice;  // the newest notice waiting for the one in flight
@@ -173,8 +182,21 @@ public:
                      Callback<MessagePage> done) override;
     void SyncMessages(const Principal& who, std::string conversation_id, uint64_t after_seq, uint32_t limit,
                       Callback<MessagePage> done) override;
+    // Pre-send hooks approve or rewrite users' messages; post-send, recall and reaction events are
+    // published after the commit (may be null).
+    void set_hooks(HookApi* hooks) { hooks_ = hooks; }
 
 private:
+    struct PreSendItem {
+        SendCommand command;
+        ResolvedConversation resolved;
+        Callback<SendReceipt> done;
+        std::function<void(DeliveryStats)> on_delivered;
+    };
+    // Pre-send hooks run one message at a time per conversation, so messages keep their order.
+    void EnqueuePreSend(PreSendItem item);
+    void RunPreSend(const std::string& key);
+    void PublishCommitted(const MessageRecord& m);
     void SendOperation(SendCommand command, Callback<SendReceipt> done, std::function<void(DeliveryStats)> on_delivered);
     void CommitResolved(SendCommand command, ResolvedConversation resolved, Callback<SendReceipt> done,
                         std::function<void(DeliveryStats)> on_delivered);
@@ -185,6 +207,9 @@ private:
     MessageCommitter& committer_;
     const Clock& clock_;
     IdGenerator& ids_;
+    HookApi* hooks_ = nullptr;
+    std::mutex presend_mu_;
+    std::unordered_map<std::string, std::deque<PreSendItem>> presend_queues_;
 };
 
 }  // namespace flare

@@ -438,7 +438,7 @@ TYPED_TEST_P(StoreContract, MessageOperationsChangeTheTargetAtomically) {
     EXPECT_EQ(page->last_seq, 8u);  // failed operations took no seq
 
     auto detail = Await<std::optional<MessageDetail>>(
-        [&](auto cb) { this->store_->LoadMessage("t1", "group:m", 2, cb); });
+        [&](auto cb) { this->store_->LoadMessage("t1", "group:m", 2, "", cb); });
     ASSERT_TRUE(detail.ok() && detail->has_value());
     ASSERT_EQ((*detail)->edits.size(), 2u);
     EXPECT_EQ((*detail)->edits[0].version, 0u);
@@ -571,16 +571,102 @@ TYPED_TEST_P(StoreContract, ConversationListCountsUnreadAndPages) {
     EXPECT_EQ(as_alice->messages[0].text, "hi bob");
     list = this->List("bob");
     EXPECT_EQ(list->entries[0].unread, 1u);
+    auto hidden_detail = Await<std::optional<MessageDetail>>(
+        [&](auto cb) { this->store_->LoadMessage("t1", "direct:alice:bob", 1, "bob", cb); });
+    ASSERT_TRUE(hidden_detail.ok() && hidden_detail->has_value());
+    EXPECT_TRUE((*hidden_detail)->message.deleted_for_me);
+    EXPECT_EQ((*hidden_detail)->message.text, "");
 
     // Read receipts in a group: who has read message 2.
     ASSERT_TRUE(this->MarkRead("carol", "group:l", 5).ok());
     auto detail = Await<std::optional<MessageDetail>>(
-        [&](auto cb) { this->store_->LoadMessage("t1", "group:l", 2, cb); });
+        [&](auto cb) { this->store_->LoadMessage("t1", "group:l", 2, "", cb); });
     ASSERT_TRUE(detail.ok() && detail->has_value());
     EXPECT_EQ((*detail)->read_by, (std::vector<std::string>{"bob", "carol"}));
 }
 
+// The store checks the sender's and the targets' membership again in its transaction (the caller's
+// view may be stale), keeps idempotency keys to one kind of request, and a recall takes the edits'
+// texts with it.
+TYPED_TEST_P(StoreContract, ChecksThatRaceWithChangesHoldInTheTransaction) {
+    this->CreateGroup("group:r", "alice", {"alice", "bob", "carol"});
+    MessageEvent remove;
+    remove.type = EventType::kMembersRemoved;
+    remove.user_ids = {"bob"};
+    ASSERT_TRUE(this->Event("group:r", "alice", "rm-bob", remove).ok());  // seq 2
+    // bob, removed, was still an admin in someone's cache: his change is refused now.
+    AppendRequest stale;
+    stale.message.tenant_id = "t1";
+    stale.message.conversation_id = "group:r";
+    stale.message.conversation_type = ConversationType::kGroup;
+    stale.message.server_msg_id = "s-stale";
+    stale.message.client_msg_id = "stale";
+    stale.message.sender_id = "bob";
+    stale.message.server_time_ms = 3000;
+    stale.message.kind = MessageKind::kEvent;
+    stale.message.event.type = EventType::kMembersRemoved;
+    stale.message.event.user_ids = {"carol"};
+    stale.check_sender = true;
+    stale.min_sender_role = MemberRole::kAdmin;
+    auto refused = Await<AppendResult>([&](auto cb) { this->store_->Append(stale, cb); });
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().reason, "not_member");
+    // Promoting a user who was just removed fails; so does a member removing the owner.
+    MessageEvent promote;
+    promote.type = EventType::kRoleChanged;
+    promote.user_ids = {"bob"};
+    promote.role = MemberRole::kOwner;
+    auto gone = this->Event("group:r", "alice", "promote-bob", promote);
+    ASSERT_FALSE(gone.ok());
+    EXPECT_EQ(gone.error().reason, "not_member");
+    AppendRequest coup = stale;
+    coup.message.client_msg_id = "coup";
+    coup.message.sender_id = "carol";
+    coup.message.event.user_ids = {"alice"};
+    coup.min_sender_role = MemberRole::kMember;
+    coup.targets_below = MemberRole::kMember;
+    auto no = Await<AppendResult>([&](auto cb) { this->store_->Append(coup, cb); });
+    ASSERT_FALSE(no.ok());
+    EXPECT_EQ(no.error().reason, "insufficient_role");
+    MessageEvent add_again;
+    add_again.type = EventType::kMembersAdded;
+    add_again.user_ids = {"carol"};
+    auto twice = this->Event("group:r", "alice", "add-carol", add_again);
+    ASSERT_FALSE(twice.ok());
+    EXPECT_EQ(twice.error().reason, "already_member");
+    auto page = this->Read("group:r", 0, 10);
+    EXPECT_EQ(page->last_seq, 2u) << "refused changes take no seq";
+
+    // A message's client_msg_id cannot be reused for an operation (and the other way round).
+    ASSERT_TRUE(this->Append("group:r", "carol", "recall:3", "looks like a key").ok());  // seq 3
+    auto reused = this->Op("group:r", "carol", "recall:3", EventType::kRecalled, 3);
+    ASSERT_FALSE(reused.ok());
+    EXPECT_EQ(reused.error().reason, "client_msg_id_reused");
+    // Recall takes the edited texts with it.
+    ASSERT_TRUE(this->Op("group:r", "carol", "e4", EventType::kEdited, 3, "secret edit").ok());  // seq 4
+    auto before = this->Read("group:r", 3, 1);
+    ASSERT_EQ(before->messages.size(), 1u);
+    EXPECT_EQ(before->messages[0].event.text, "secret edit");
+    ASSERT_TRUE(this->Op("group:r", "carol", "r5", EventType::kRecalled, 3).ok());
+    auto after = this->Read("group:r", 3, 1);
+    EXPECT_EQ(after->messages[0].event.type, EventType::kEdited);
+    EXPECT_EQ(after->messages[0].event.text, "");
+
+    // A dissolved group's id is not created again, even by a retry of its creation.
+    MessageEvent dissolve;
+    dissolve.type = EventType::kGroupDissolved;
+    ASSERT_TRUE(this->Event("group:r", "alice", "bye", dissolve).ok());
+    MessageEvent again;
+    again.type = EventType::kGroupCreated;
+    again.text = "Fresh";
+    again.user_ids = {"alice"};
+    auto recreate = this->Event("group:r", "alice", "create", again, {"alice"});
+    ASSERT_FALSE(recreate.ok());
+    EXPECT_EQ(recreate.error().reason, "conversation_exists");
+}
+
 REGISTER_TYPED_TEST_SUITE_P(StoreContract,
+                            ChecksThatRaceWithChangesHoldInTheTransaction,
                             GroupEventsChangeMembersAndRoles,
                             MessageOperationsChangeTheTargetAtomically,
                             ConversationListCountsUnreadAndPages,

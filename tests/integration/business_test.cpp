@@ -501,6 +501,9 @@ TEST_F(Business, GroupsAreManagedThroughTheBusinessApi) {
     bpb::GroupChangeResponse removed;
     auto bad = Call(&bpb::BusinessService::Stub::RemoveGroupMembers, remove, &removed);
     EXPECT_EQ(bad.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << bad.error_message();
+    remove.set_user_ids(0, "alice");  // the owner
+    auto owner = Call(&bpb::BusinessService::Stub::RemoveGroupMembers, remove, &removed);
+    EXPECT_EQ(owner.error_code(), grpc::StatusCode::PERMISSION_DENIED) << owner.error_message();
     remove.set_user_ids(0, "carol");
     ASSERT_TRUE(Call(&bpb::BusinessService::Stub::RemoveGroupMembers, remove, &removed).ok());
     EXPECT_EQ(removed.seq(), 3u);

@@ -569,6 +569,11 @@ TEST_F(ConversationOps, TypingIsLiveAndNeverInHistory) {
     auto stopped = alice.WaitNotice([](const pb::Notice& n) { return n.has_typing() && n.typing().stopped(); });
     ASSERT_TRUE(stopped);
 
+    // Not to the typer's own other devices.
+    Device bob_phone = Login("bob", "phone");
+    bob.Request(typing);
+    EXPECT_FALSE(bob_phone.WaitNotice([](const pb::Notice& n) { return n.has_typing(); },
+                                      std::chrono::milliseconds(300)));
     auto history = History(bob, d);
     ASSERT_EQ(history.size(), 1u);
     EXPECT_EQ(history[0].text(), "hi");
@@ -758,6 +763,8 @@ TEST_F(ConversationOps, BadInputGetsClearErrors) {
     list.mutable_list_conversations()->set_page_token("");
     list.mutable_list_conversations()->set_limit(1000);
     ExpectError(alice.Request(list), "limit_too_large");
+    // The inbox of business pushes takes no operations from clients.
+    ExpectError(React(alice, "system:alice", 1, "x"), "read_only_conversation");
     // A group id already taken.
     auto first = alice.Request(Group("", [](pb::GroupRequest* g) {
         g->mutable_create()->set_name("Mine");

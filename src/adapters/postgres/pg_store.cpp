@@ -31,7 +31,7 @@ int64_t NowMs() {
 
 constexpr const char* kMessageColumns =
     "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
-    "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event";
+    "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event, target_seq";
 
 constexpr int kFlagRecalled = 1;
 constexpr int kFlagDeleted = 2;
@@ -64,6 +64,10 @@ MessageRecord ReadMessage(const pg::Rows& r, int i) {
     m.mentions = store::SplitIds(r.Text(i, 14));
     m.mention_all = Bool(r, i, 15);
     m.event = store::DecodeEvent(r.Text(i, 16));
+    if (m.kind == MessageKind::kEvent && m.event.type == EventType::kEdited) {
+        m.event.text = std::move(m.text);  // an edit's new text is kept in the text column (recall clears it)
+        m.text.clear();
+    }
     return m;
 }
 
@@ -104,6 +108,8 @@ void FillState(pg::Conn& c, const std::string& tenant, const std::string& conv, 
             m->deleted_for_me = true;
             m->text.clear();
             m->reactions.clear();
+            m->mentions.clear();
+            m->mention_all = false;
         }
     }
 }
@@ -494,6 +500,10 @@ void ApplyEvent(pg::Conn& c, const MessageRecord& m) {
                    "edit_version = 0, edited_ms = 0 "
                    "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
                    {t, cv, target, Num(flag)});
+            // The edits' new texts go with the message.
+            c.Exec("UPDATE messages SET text = '' WHERE tenant_id = $1 AND conversation_id = $2 AND kind = 3 AND "
+                   "target_seq = $3::bigint",
+                   {t, cv, target});
             for (const char* table : {"message_reactions", "message_edits", "message_mentions"}) {
                 c.Exec(std::string("DELETE FROM ") + table +
                            " WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
@@ -525,28 +535,110 @@ void ApplyEvent(pg::Conn& c, const MessageRecord& m) {
     }
 }
 
+// The original of a repeated client_msg_id, if it is the same kind of request.
+Result<std::optional<AppendResult>> Duplicate(pg::Conn& c, const MessageRecord& m) {
+    auto original = FindByClientId(c, m);
+    if (!original) {
+        return std::optional<AppendResult>();
+    }
+    const bool same = (original->kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
+                      (m.kind != MessageKind::kEvent || original->event.type == m.event.type);
+    if (!same) {
+        return MakeError(Errc::kAlreadyExists, "client_msg_id_reused",
+                         "client_msg_id '" + Utf8Prefix(m.client_msg_id, 80) +
+                             "' was already used for another kind of request in this conversation");
+    }
+    return std::optional<AppendResult>(AppendResult{std::move(*original), true});
+}
+
+// The sender's and the targets' membership, as it is now (the caller checked a cached view).
+Status CheckMembers(pg::Conn& c, const AppendRequest& req) {
+    const MessageRecord& m = req.message;
+    auto member = [&](const std::string& user) -> std::optional<std::pair<MemberRole, int64_t>> {
+        auto r = c.Exec("SELECT role, muted_until_ms FROM members WHERE tenant_id = $1 AND conversation_id = $2 AND "
+                        "user_id = $3",
+                        {m.tenant_id, m.conversation_id, user});
+        if (r.size() == 0) {
+            return std::nullopt;
+        }
+        return std::make_pair(static_cast<MemberRole>(r.Int(0, 0)), r.Int(0, 1));
+    };
+    if (req.check_sender) {
+        auto me = member(m.sender_id);
+        if (!me) {
+            return MakeError(Errc::kPermissionDenied, "not_member",
+                             "you are not a member of conversation '" + m.conversation_id + "'");
+        }
+        if (static_cast<int>(me->first) < static_cast<int>(req.min_sender_role)) {
+            return MakeError(Errc::kPermissionDenied, "insufficient_role",
+                             "your role in '" + m.conversation_id + "' does not allow this");
+        }
+        if (req.refuse_muted && me->second > m.server_time_ms) {
+            return MakeError(Errc::kPermissionDenied, "member_muted", "you are muted in this group");
+        }
+    }
+    if (m.kind != MessageKind::kEvent) {
+        return {};
+    }
+    const EventType t = m.event.type;
+    for (const auto& u : m.event.user_ids) {
+        auto it = member(u);
+        if (t == EventType::kMembersAdded && it) {
+            return Precondition("already_member", "'" + u + "' is already a member");
+        }
+        if (t == EventType::kMembersRemoved || t == EventType::kRoleChanged || t == EventType::kMemberMuted) {
+            if (!it) {
+                return Precondition("not_member", "'" + u + "' is not a member of '" + m.conversation_id + "'");
+            }
+            if (req.targets_below && static_cast<int>(it->first) >= static_cast<int>(*req.targets_below)) {
+                return MakeError(Errc::kPermissionDenied, "insufficient_role",
+                                 "'" + u + "' has the same role as you or a higher one");
+            }
+        }
+    }
+    return {};
+}
+
 Result<AppendResult> AppendInTransaction(pg::Conn& c, const AppendRequest& req) {
     const MessageRecord& m = req.message;
     const bool event = m.kind == MessageKind::kEvent;
-    if (event) {
+    if (event || req.check_sender) {
         // The conversation's row lock first (every writer takes it first), then the target's.
         auto conv = c.Exec("SELECT dissolved FROM conversations WHERE tenant_id = $1 AND conversation_id = $2 FOR UPDATE",
                            {m.tenant_id, m.conversation_id});
-        if (auto original = FindByClientId(c, m)) {
-            return AppendResult{std::move(*original), true};
+        const bool dissolved = conv.size() > 0 && Bool(conv, 0, 0);
+        auto dup = Duplicate(c, m);
+        if (!dup) {
+            return dup.error();
         }
-        if (conv.size() > 0 && m.event.type == EventType::kGroupCreated) {
+        if (conv.size() > 0 && m.event.type == EventType::kGroupCreated && event) {
+            if (*dup && !dissolved) {
+                return std::move(**dup);
+            }
             return MakeError(Errc::kAlreadyExists, "conversation_exists",
                              "conversation '" + m.conversation_id + "' already exists");
         }
-        if (conv.size() > 0 && Bool(conv, 0, 0)) {
+        if (*dup) {
+            return std::move(**dup);
+        }
+        if (dissolved) {
             return Precondition("conversation_dissolved", "group '" + m.conversation_id + "' was dissolved");
         }
-        if (IsMessageOperation(m.event.type)) {
+        if (conv.size() > 0) {
+            if (auto s = CheckMembers(c, req); !s) {
+                return s.error();
+            }
+        }
+        if (event && IsMessageOperation(m.event.type)) {
             if (auto s = CheckTarget(c, m); !s) {
                 return s.error();
             }
         }
+    }
+    const bool edit = event && m.event.type == EventType::kEdited;
+    MessageEvent stored_event = m.event;
+    if (edit) {
+        stored_event.text.clear();
     }
     std::vector<pg::Param> params = {m.tenant_id,
                                      m.conversation_id,
@@ -557,15 +649,16 @@ Result<AppendResult> AppendInTransaction(pg::Conn& c, const AppendRequest& req) 
                                      m.sender_device_id,
                                      Num(m.server_time_ms),
                                      Num(static_cast<int>(m.kind)),
-                                     m.text,
+                                     edit ? m.event.text : m.text,
                                      pg::TextArray(req.create_with_members),
                                      store::JoinIds(m.mentions),
                                      Flag(m.mention_all),
-                                     store::EncodeEvent(m.event)};
+                                     store::EncodeEvent(stored_event),
+                                     Num(m.event.target_seq)};
     auto r = c.Exec(
         "SELECT status, seq, server_msg_id, sender_device_id, server_time_ms, kind, text FROM "
         "flare_append2($1, $2, $3::smallint, $4, $5, $6, $7, $8::bigint, $9::smallint, $10, $11::text[], $12, "
-        "$13::boolean, $14)",
+        "$13::boolean, $14, $15::bigint)",
         params);
     const auto status = r.Int(0, 0);
     if (status == 1) {
@@ -576,8 +669,12 @@ Result<AppendResult> AppendInTransaction(pg::Conn& c, const AppendRequest& req) 
         return Precondition("conversation_dissolved", "group '" + m.conversation_id + "' was dissolved");
     }
     if (status == 2) {
-        if (auto original = FindByClientId(c, m)) {
-            return AppendResult{std::move(*original), true};
+        auto dup = Duplicate(c, m);
+        if (!dup) {
+            return dup.error();
+        }
+        if (*dup) {
+            return std::move(**dup);
         }
     }
     MessageRecord out = m;
@@ -851,7 +948,8 @@ void PgStore::ListConversationPage(std::string tenant_id, std::string user_id, s
                 "  h.conversation_id = p.conversation_id AND h.seq = x.seq)) AS unread, "
                 "(SELECT count(DISTINCT seq) FROM message_mentions x WHERE x.tenant_id = $1 AND "
                 " x.conversation_id = p.conversation_id AND x.user_id IN ($2, '*') AND x.seq > p.rs AND "
-                " x.sender_id <> $2) AS mentions, "
+                " x.sender_id <> $2 AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.tenant_id = $1 AND "
+                " h.user_id = $2 AND h.conversation_id = p.conversation_id AND h.seq = x.seq)) AS mentions, "
                 "(SELECT GREATEST(o.read_seq, o.joined_seq) FROM members o WHERE o.tenant_id = $1 AND "
                 " o.conversation_id = p.conversation_id AND o.user_id <> $2 LIMIT 1) AS peer, "
                 "(SELECT count(*) FROM members o WHERE o.tenant_id = $1 AND o.conversation_id = p.conversation_id) "
@@ -887,7 +985,9 @@ void PgStore::ListConversationPage(std::string tenant_id, std::string user_id, s
                                        " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
                                    {tenant, e.summary.conversation_id, r.Text(i, 14)});
                 if (last.size() > 0) {
-                    e.last_message = ReadMessage(last, 0);
+                    std::vector<MessageRecord> one{ReadMessage(last, 0)};
+                    FillState(c, tenant, e.summary.conversation_id, user, one);
+                    e.last_message = std::move(one[0]);
                 }
             }
             if (e.summary.type != ConversationType::kDirect) {
@@ -900,10 +1000,10 @@ void PgStore::ListConversationPage(std::string tenant_id, std::string user_id, s
     SubmitRead(MakeJob<ConversationListPage>(std::move(fn), std::move(done)));
 }
 
-void PgStore::LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+void PgStore::LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq, std::string reader_id,
                           Callback<std::optional<MessageDetail>> done) {
-    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id),
-               seq](pg::Conn& c) -> Result<std::optional<MessageDetail>> {
+    auto fn = [tenant = std::move(tenant_id), conv = std::move(conversation_id), seq,
+               reader = std::move(reader_id)](pg::Conn& c) -> Result<std::optional<MessageDetail>> {
         std::optional<MessageDetail> out;
         auto r = c.Exec(std::string("SELECT ") + kMessageColumns +
                             " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
@@ -913,7 +1013,7 @@ void PgStore::LoadMessage(std::string tenant_id, std::string conversation_id, ui
         }
         out.emplace();
         std::vector<MessageRecord> one{ReadMessage(r, 0)};
-        FillState(c, tenant, conv, "", one);
+        FillState(c, tenant, conv, reader, one);
         out->message = std::move(one[0]);
         auto e = c.Exec(
             "SELECT version, text, time_ms FROM message_edits WHERE tenant_id = $1 AND conversation_id = $2 AND "
@@ -934,6 +1034,48 @@ void PgStore::LoadMessage(std::string tenant_id, std::string conversation_id, ui
         return out;
     };
     SubmitRead(MakeJob<std::optional<MessageDetail>>(std::move(fn), std::move(done)));
+}
+
+// ------------------------------------------------------------------------------------------ hooks
+
+void PgStore::LoadHooks(Callback<std::vector<StoredHook>> done) {
+    auto fn = [](pg::Conn& c) -> Result<std::vector<StoredHook>> {
+        auto r = c.Exec("SELECT tenant_id, name, spec_json FROM hooks ORDER BY tenant_id, name");
+        std::vector<StoredHook> out;
+        for (int i = 0; i < r.size(); ++i) {
+            out.push_back(StoredHook{r.Text(i, 0), r.Text(i, 1), r.Text(i, 2)});
+        }
+        return out;
+    };
+    SubmitRead(MakeJob<std::vector<StoredHook>>(std::move(fn), std::move(done)));
+}
+
+void PgStore::SaveHook(StoredHook hook, StatusCallback done) {
+    const std::string tenant = hook.tenant_id, key = "hook:" + hook.name;
+    auto fn = [hook = std::move(hook)](pg::Conn& c) -> Result<bool> {
+        c.Exec("INSERT INTO hooks (tenant_id, name, spec_json, updated_ms) VALUES ($1, $2, $3, $4::bigint) "
+               "ON CONFLICT (tenant_id, name) DO UPDATE SET spec_json = excluded.spec_json, "
+               "updated_ms = excluded.updated_ms",
+               {hook.tenant_id, hook.name, hook.spec_json, Num(NowMs())});
+        return true;
+    };
+    Submit(tenant, key, MakeJob<bool>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+               done(r ? Status{} : Status{r.error()});
+           }));
+}
+
+void PgStore::DeleteHook(std::string tenant_id, std::string name, StatusCallback done) {
+    const std::string tenant = tenant_id, key = "hook:" + name;
+    auto fn = [tenant = std::move(tenant_id), name = std::move(name)](pg::Conn& c) -> Result<bool> {
+        auto r = c.Exec("DELETE FROM hooks WHERE tenant_id = $1 AND name = $2 RETURNING 1", {tenant, name});
+        if (r.size() == 0) {
+            return MakeError(Errc::kNotFound, "unknown_hook", "name: no hook '" + name + "'");
+        }
+        return true;
+    };
+    Submit(tenant, key, MakeJob<bool>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+               done(r ? Status{} : Status{r.error()});
+           }));
 }
 
 }  // namespace flare

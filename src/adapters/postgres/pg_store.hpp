@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "domain/hooks.hpp"
 #include "domain/ports.hpp"
 
 namespace flare {
@@ -30,7 +31,7 @@ struct PgOptions {
     uint32_t statement_timeout_ms = 10'000;
 };
 
-class PgStore final : public MessageStore, public ConversationStore {
+class PgStore final : public MessageStore, public ConversationStore, public HookStore {
 public:
     // Checks that the database is reachable and its schema is what this binary expects. Throws
     // std::runtime_error with what to do ("run `flare migrate`") otherwise.
@@ -67,8 +68,12 @@ public:
                       std::vector<uint64_t> seqs, StatusCallback done) override;
     void ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token, uint32_t limit,
                               Callback<ConversationListPage> done) override;
-    void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+    void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq, std::string reader_id,
                      Callback<std::optional<MessageDetail>> done) override;
+
+    void LoadHooks(Callback<std::vector<StoredHook>> done) override;
+    void SaveHook(StoredHook hook, StatusCallback done) override;
+    void DeleteHook(std::string tenant_id, std::string name, StatusCallback done) override;
 
     class Job;  // pg_store.cpp
 

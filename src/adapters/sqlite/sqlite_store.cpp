@@ -165,6 +165,10 @@ ALTER TABLE messages ADD COLUMN edited_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN mentions TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN mention_all INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN event TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN target_seq INTEGER NOT NULL DEFAULT 0;
+-- What members had before the upgrade counts as read.
+UPDATE members SET read_seq = (SELECT c.last_seq FROM conversations c
+    WHERE c.tenant_id = members.tenant_id AND c.conversation_id = members.conversation_id);
 CREATE TABLE IF NOT EXISTS message_reactions (
     tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL,
     user_id TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -182,12 +186,19 @@ CREATE TABLE IF NOT EXISTS message_mentions (
     PRIMARY KEY (tenant_id, conversation_id, user_id, seq)) WITHOUT ROWID;
 )sql";
 
+// Version 3: hooks managed through the business API.
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE IF NOT EXISTS hooks (
+    tenant_id TEXT NOT NULL, name TEXT NOT NULL, spec_json TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)) WITHOUT ROWID;
+)sql";
+
 constexpr int kFlagRecalled = 1;
 constexpr int kFlagDeleted = 2;
 
 constexpr const char* kMessageColumns =
     "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
-    "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event";
+    "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event, target_seq";
 
 MessageRecord ReadMessage(Stmt& s) {
     MessageRecord m;
@@ -210,6 +221,10 @@ MessageRecord ReadMessage(Stmt& s) {
     m.mentions = store::SplitIds(s.Text(14));
     m.mention_all = s.Int(15) != 0;
     m.event = store::DecodeEvent(s.Text(16));
+    if (m.kind == MessageKind::kEvent && m.event.type == EventType::kEdited) {
+        m.event.text = std::move(m.text);  // an edit's new text is kept in the text column (recall clears it)
+        m.text.clear();
+    }
     return m;
 }
 
@@ -241,7 +256,7 @@ struct SqliteStore::Writer {
                         "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING"),
           delete_member(db, "DELETE FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3"),
           insert_message(db, (std::string("INSERT INTO messages (") + kMessageColumns +
-                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, 0, ?12, ?13, ?14) "
+                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, 0, ?12, ?13, ?14, ?15) "
                               "ON CONFLICT DO NOTHING")
                                  .c_str()),
           select_by_client_id(db, (std::string("SELECT ") + kMessageColumns +
@@ -410,6 +425,8 @@ struct SqliteStore::Reader {
                 m->deleted_for_me = true;
                 m->text.clear();
                 m->reactions.clear();
+                m->mentions.clear();
+                m->mention_all = false;
             }
         }
         h.Reset();
@@ -454,17 +471,22 @@ SqliteStore::SqliteStore(SqliteOptions options) : options_(std::move(options)) {
                 version = v.Int(0);
             }
         }
-        if (version < 2) {
+        auto migrate = [&](int64_t to, const char* sql) {
+            if (version >= to) {
+                return;
+            }
             Exec(wdb, "BEGIN IMMEDIATE");
             try {
-                Exec(wdb, kSchemaV2);
-                Exec(wdb, "PRAGMA user_version=2");
+                Exec(wdb, sql);
+                Exec(wdb, ("PRAGMA user_version=" + std::to_string(to)).c_str());
                 Exec(wdb, "COMMIT");
             } catch (const SqliteError&) {
                 Exec(wdb, "ROLLBACK");
                 throw;
             }
-        }
+        };
+        migrate(2, kSchemaV2);
+        migrate(3, kSchemaV3);
         writer_ = std::make_unique<Writer>(wdb);
     } catch (const SqliteError& e) {
         sqlite3_close(wdb);
@@ -738,6 +760,11 @@ private:
                           "AND conversation_id=?2 AND seq=?3")
                     .Bind(t, c, ev.target_seq, flag)
                     .Run();
+                // The edits' new texts go with the message.
+                w.Prepare("UPDATE messages SET text='' WHERE tenant_id=?1 AND conversation_id=?2 AND kind=3 AND "
+                          "target_seq=?3")
+                    .Bind(t, c, ev.target_seq)
+                    .Run();
                 for (const char* table : {"message_reactions", "message_edits", "message_mentions"}) {
                     w.Prepare((std::string("DELETE FROM ") + table +
                                " WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3")
@@ -775,6 +802,73 @@ private:
         }
     }
 
+    // The original of a repeated client_msg_id, if it is the same kind of request.
+    Result<std::optional<AppendResult>> Duplicate(SqliteStore::Writer& w) {
+        auto original = FindByClientId(w);
+        if (!original) {
+            return std::optional<AppendResult>();
+        }
+        const MessageRecord& m = req_.message;
+        const bool same = (original->kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
+                          (m.kind != MessageKind::kEvent || original->event.type == m.event.type);
+        if (!same) {
+            return MakeError(Errc::kAlreadyExists, "client_msg_id_reused",
+                             "client_msg_id '" + Utf8Prefix(m.client_msg_id, 80) +
+                                 "' was already used for another kind of request in this conversation");
+        }
+        return std::optional<AppendResult>(AppendResult{std::move(*original), true});
+    }
+
+    // The sender's and the targets' membership, as it is now (the caller checked a cached view).
+    Status CheckMembers(SqliteStore::Writer& w) {
+        const MessageRecord& m = req_.message;
+        Stmt q = w.Prepare(
+            "SELECT role, muted_until_ms FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3");
+        auto member = [&](const std::string& user) -> std::optional<std::pair<MemberRole, int64_t>> {
+            q.Bind(m.tenant_id, m.conversation_id, user);
+            std::optional<std::pair<MemberRole, int64_t>> out;
+            if (q.Step()) {
+                out.emplace(static_cast<MemberRole>(q.Int(0)), q.Int(1));
+            }
+            q.Reset();
+            return out;
+        };
+        if (req_.check_sender) {
+            auto me = member(m.sender_id);
+            if (!me) {
+                return MakeError(Errc::kPermissionDenied, "not_member",
+                                 "you are not a member of conversation '" + m.conversation_id + "'");
+            }
+            if (static_cast<int>(me->first) < static_cast<int>(req_.min_sender_role)) {
+                return MakeError(Errc::kPermissionDenied, "insufficient_role",
+                                 "your role in '" + m.conversation_id + "' does not allow this");
+            }
+            if (req_.refuse_muted && me->second > m.server_time_ms) {
+                return MakeError(Errc::kPermissionDenied, "member_muted", "you are muted in this group");
+            }
+        }
+        if (m.kind != MessageKind::kEvent) {
+            return {};
+        }
+        const EventType t = m.event.type;
+        for (const auto& u : m.event.user_ids) {
+            auto it = member(u);
+            if (t == EventType::kMembersAdded && it) {
+                return Precondition("already_member", "'" + u + "' is already a member");
+            }
+            if (t == EventType::kMembersRemoved || t == EventType::kRoleChanged || t == EventType::kMemberMuted) {
+                if (!it) {
+                    return Precondition("not_member", "'" + u + "' is not a member of '" + m.conversation_id + "'");
+                }
+                if (req_.targets_below && static_cast<int>(it->first) >= static_cast<int>(*req_.targets_below)) {
+                    return MakeError(Errc::kPermissionDenied, "insufficient_role",
+                                     "'" + u + "' has the same role as you or a higher one");
+                }
+            }
+        }
+        return {};
+    }
+
     Result<AppendResult> Append(SqliteStore::Writer& w) {
         MessageRecord& m = req_.message;
         const std::string key = Key(m.tenant_id, m.conversation_id);
@@ -794,22 +888,34 @@ private:
             w.last_seq[key] = 0;
             last = 0;
         } else if (event && m.event.type == EventType::kGroupCreated) {
-            if (auto original = FindByClientId(w)) {
-                return AppendResult{std::move(*original), true};
+            auto dup = Duplicate(w);
+            if (!dup) {
+                return dup.error();
+            }
+            if (*dup && !w.dissolved.contains(key)) {
+                return std::move(**dup);
             }
             return MakeError(Errc::kAlreadyExists, "conversation_exists",
                              "conversation '" + m.conversation_id + "' already exists");
         }
-        if (w.dissolved.contains(key)) {
-            if (auto original = FindByClientId(w)) {
-                return AppendResult{std::move(*original), true};
+        // Events (and anything in a dissolved group) answer a retry before their checks; plain messages
+        // find out on insert, so the hot path costs no extra lookup.
+        if (event || w.dissolved.contains(key)) {
+            auto dup = Duplicate(w);
+            if (!dup) {
+                return dup.error();
             }
+            if (*dup) {
+                return std::move(**dup);
+            }
+        }
+        if (w.dissolved.contains(key)) {
             return Precondition("conversation_dissolved", "group '" + m.conversation_id + "' was dissolved");
         }
+        if (auto s = CheckMembers(w); !s) {
+            return s.error();
+        }
         if (event) {
-            if (auto original = FindByClientId(w)) {
-                return AppendResult{std::move(*original), true};
-            }
             if (IsMessageOperation(m.event.type)) {
                 if (auto s = CheckTarget(w); !s) {
                     return s.error();
@@ -817,11 +923,16 @@ private:
             }
         }
         m.seq = *last + 1;
+        const bool edit = event && m.event.type == EventType::kEdited;
+        MessageEvent stored_event = m.event;
+        if (edit) {
+            stored_event.text.clear();
+        }
         w.insert_message
             .Bind(m.tenant_id, m.conversation_id, m.seq, m.server_msg_id, m.client_msg_id, m.sender_id,
                   m.sender_device_id, m.server_time_ms, static_cast<int>(m.conversation_type),
-                  static_cast<int>(m.kind), m.text, store::JoinIds(m.mentions), m.mention_all,
-                  store::EncodeEvent(m.event))
+                  static_cast<int>(m.kind), edit ? m.event.text : m.text, store::JoinIds(m.mentions), m.mention_all,
+                  store::EncodeEvent(stored_event), m.event.target_seq)
             .Run();
         if (sqlite3_changes(w.db) == 1) {
             w.last_seq[key] = m.seq;
@@ -845,11 +956,14 @@ private:
             }
             return AppendResult{std::move(m), false};
         }
-        auto original = FindByClientId(w);
-        if (!original) {
+        auto dup = Duplicate(w);
+        if (!dup) {
+            return dup.error();
+        }
+        if (!*dup) {
             throw SqliteError("insert ignored but no row has the idempotency key");
         }
-        return AppendResult{std::move(*original), true};
+        return std::move(**dup);
     }
 
     AppendRequest req_;
@@ -1127,8 +1241,9 @@ void SqliteStore::ListConversationPage(std::string tenant_id, std::string user_i
                     "AND x.sender_id <> ?4 AND x.kind IN (1, 2) AND x.flags = 0 AND NOT EXISTS (SELECT 1 FROM "
                     "hidden_messages h WHERE h.tenant_id=?1 AND h.user_id=?4 AND h.conversation_id=?2 AND h.seq=x.seq)");
                 Stmt mentions = r.Prepare(
-                    "SELECT count(DISTINCT seq) FROM message_mentions WHERE tenant_id=?1 AND conversation_id=?2 AND "
-                    "user_id IN (?4, '*') AND seq > ?3 AND sender_id <> ?4");
+                    "SELECT count(DISTINCT x.seq) FROM message_mentions x WHERE x.tenant_id=?1 AND x.conversation_id=?2 "
+                    "AND x.user_id IN (?4, '*') AND x.seq > ?3 AND x.sender_id <> ?4 AND NOT EXISTS (SELECT 1 FROM "
+                    "hidden_messages h WHERE h.tenant_id=?1 AND h.user_id=?4 AND h.conversation_id=?2 AND h.seq=x.seq)");
                 Stmt last = r.Prepare((std::string("SELECT ") + kMessageColumns +
                                        " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND kind IN (1, 2) "
                                        "ORDER BY seq DESC LIMIT 1")
@@ -1150,6 +1265,11 @@ void SqliteStore::ListConversationPage(std::string tenant_id, std::string user_i
                         e.last_message = ReadMessage(l);
                     }
                     l.Reset();
+                    if (e.last_message) {
+                        std::vector<MessageRecord> one{std::move(*e.last_message)};
+                        r.FillState(tenant, conv, user, one);
+                        e.last_message = std::move(one[0]);
+                    }
                     if (e.summary.type == ConversationType::kDirect) {
                         auto& p = peer.Bind(tenant, conv, user);
                         e.peer_read_seq = p.Step() ? static_cast<uint64_t>(p.Int(0)) : 0;
@@ -1168,11 +1288,12 @@ void SqliteStore::ListConversationPage(std::string tenant_id, std::string user_i
         [shared_done] { (*shared_done)(StoreStopped()); });
 }
 
-void SqliteStore::LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+void SqliteStore::LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq, std::string reader_id,
                               Callback<std::optional<MessageDetail>> done) {
     auto shared_done = std::make_shared<Callback<std::optional<MessageDetail>>>(std::move(done));
     SubmitRead(
-        [tenant = std::move(tenant_id), conv = std::move(conversation_id), seq, shared_done](Reader& r) {
+        [tenant = std::move(tenant_id), conv = std::move(conversation_id), seq, reader = std::move(reader_id),
+         shared_done](Reader& r) {
             std::optional<MessageDetail> out;
             try {
                 Stmt q = r.Prepare((std::string("SELECT ") + kMessageColumns +
@@ -1186,7 +1307,7 @@ void SqliteStore::LoadMessage(std::string tenant_id, std::string conversation_id
                 q.Reset();
                 if (out) {
                     std::vector<MessageRecord> one{out->message};
-                    r.FillState(tenant, conv, "", one);
+                    r.FillState(tenant, conv, reader, one);
                     out->message = std::move(one[0]);
                     Stmt e = r.Prepare(
                         "SELECT version, text, time_ms FROM message_edits WHERE tenant_id=?1 AND conversation_id=?2 "
@@ -1216,6 +1337,53 @@ void SqliteStore::LoadMessage(std::string tenant_id, std::string conversation_id
             (*shared_done)(std::move(out));
         },
         [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+// ------------------------------------------------------------------------------------------ hooks
+
+void SqliteStore::LoadHooks(Callback<std::vector<StoredHook>> done) {
+    auto shared_done = std::make_shared<Callback<std::vector<StoredHook>>>(std::move(done));
+    SubmitRead(
+        [shared_done](Reader& r) {
+            std::vector<StoredHook> out;
+            try {
+                Stmt q = r.Prepare("SELECT tenant_id, name, spec_json FROM hooks ORDER BY tenant_id, name");
+                while (q.Step()) {
+                    out.push_back(StoredHook{q.Text(0), q.Text(1), q.Text(2)});
+                }
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(out));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+void SqliteStore::SaveHook(StoredHook hook, StatusCallback done) {
+    auto fn = [hook = std::move(hook)](Writer& w) -> Result<bool> {
+        w.Prepare("INSERT INTO hooks (tenant_id, name, spec_json, updated_ms) VALUES (?1, ?2, ?3, ?4) "
+                  "ON CONFLICT DO UPDATE SET spec_json = excluded.spec_json, updated_ms = excluded.updated_ms")
+            .Bind(hook.tenant_id, hook.name, hook.spec_json, NowMs())
+            .Run();
+        return true;
+    };
+    Submit(std::make_unique<FnJob<bool>>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+        done(r ? Status{} : Status{r.error()});
+    }));
+}
+
+void SqliteStore::DeleteHook(std::string tenant_id, std::string name, StatusCallback done) {
+    auto fn = [tenant = std::move(tenant_id), name = std::move(name)](Writer& w) -> Result<bool> {
+        w.Prepare("DELETE FROM hooks WHERE tenant_id=?1 AND name=?2").Bind(tenant, name).Run();
+        if (sqlite3_changes(w.db) == 0) {
+            return MakeError(Errc::kNotFound, "unknown_hook", "name: no hook '" + name + "'");
+        }
+        return true;
+    };
+    Submit(std::make_unique<FnJob<bool>>(std::move(fn), [done = std::move(done)](Result<bool> r) {
+        done(r ? Status{} : Status{r.error()});
+    }));
 }
 
 }  // namespace flare

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "domain/hooks.hpp"
 #include "domain/ports.hpp"
 
 namespace flare {
@@ -21,7 +22,7 @@ struct SqliteOptions {
     size_t max_batch = 1024;          // most jobs in one transaction
 };
 
-class SqliteStore final : public MessageStore, public ConversationStore {
+class SqliteStore final : public MessageStore, public ConversationStore, public HookStore {
 public:
     // Opens (and creates or migrates) the database. Throws std::runtime_error naming the file on failure.
     explicit SqliteStore(SqliteOptions options);
@@ -53,8 +54,12 @@ public:
                       std::vector<uint64_t> seqs, StatusCallback done) override;
     void ListConversationPage(std::string tenant_id, std::string user_id, std::string page_token, uint32_t limit,
                               Callback<ConversationListPage> done) override;
-    void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq,
+    void LoadMessage(std::string tenant_id, std::string conversation_id, uint64_t seq, std::string reader_id,
                      Callback<std::optional<MessageDetail>> done) override;
+
+    void LoadHooks(Callback<std::vector<StoredHook>> done) override;
+    void SaveHook(StoredHook hook, StatusCallback done) override;
+    void DeleteHook(std::string tenant_id, std::string name, StatusCallback done) override;
 
     struct Writer;  // the writer thread's connection and state (sqlite_store.cpp)
     struct Reader;
