@@ -147,6 +147,10 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
             r.Num(t, "sync_default_limit", c.limits.sync_default_limit, 1, 10'000);
             r.Num(t, "sync_max_limit", c.limits.sync_max_limit, 1, 10'000);
         }
+        if (auto* t = r.Section("hooks", {"file", "dir"})) {
+            r.Str(t, "file", c.hooks_file);
+            r.Str(t, "dir", c.hooks_dir);
+        }
         if (auto* t = r.Section("storage", {"database_url", "synchronous", "max_batch"})) {
             r.Str(t, "database_url", c.database_url);
             r.Str(t, "synchronous", c.storage_synchronous);
@@ -209,6 +213,12 @@ Config LoadConfig(const std::string& path, const std::map<std::string, std::stri
     if (auto* v = get("BUSINESS_SECRET")) {
         c.core_gateway.business_secret = *v;
     }
+    if (auto* v = get("HOOKS_FILE")) {
+        c.hooks_file = *v;
+    }
+    if (auto* v = get("HOOKS_DIR")) {
+        c.hooks_dir = *v;
+    }
     if (auto* v = get("RECALL_WINDOW_MS")) {
         c.limits.recall_window_ms = static_cast<uint32_t>(ParseEnvInt("RECALL_WINDOW_MS", *v, 0, 30LL * 24 * 3600 * 1000));
     }
@@ -250,7 +260,7 @@ std::map<std::string, std::string> ReadEnvironment() {
     std::map<std::string, std::string> env;
     for (const char* name : {"PORT", "GATEWAY_ID", "GATEWAY_REGION", "LISTEN_ADDRESS", "DATABASE_URL", "STORAGE_SYNCHRONOUS", "TOKEN_SECRET",
                              "DEFAULT_TENANT", "LOG_LEVEL", "IO_THREADS", "CORE_GATEWAY_GRPC_PORT",
-                             "CORE_GATEWAY_HTTP_PORT", "BUSINESS_SECRET", "RECALL_WINDOW_MS", "LARGE_GROUP_MEMBERS"}) {
+                             "CORE_GATEWAY_HTTP_PORT", "BUSINESS_SECRET", "RECALL_WINDOW_MS", "LARGE_GROUP_MEMBERS", "HOOKS_FILE", "HOOKS_DIR"}) {
         if (const char* v = std::getenv(name)) {
             env[name] = v;
         }

@@ -28,6 +28,9 @@ struct Config {
     uint32_t io_threads = 0;  // 0: one per core
     std::string log_level = "info";
     bool allow_insecure_secret = true;
+    // Hooks: a TOML file and a folder of *.toml files (either may be empty); see the README.
+    std::string hooks_file;
+    std::string hooks_dir;
 };
 
 // Reads `path` (empty: defaults only) and applies `env` overrides. Throws std::runtime_error with a

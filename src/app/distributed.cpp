@@ -1,5 +1,7 @@
 #include "app/distributed.hpp"
 
+#include "hooks/hook_engine.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <google/protobuf/stubs/logging.h>
@@ -394,6 +396,9 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
     };
     auto heartbeat_guard = std::make_shared<Guard>();
     std::unique_ptr<core_gateway::BusinessApi> business;
+    std::unique_ptr<hooks::HookEngine> hook_engine;
+    std::unique_ptr<HookApi> hook_client;
+    std::function<void()> on_reload;
     std::unique_ptr<core_gateway::GrpcServer> business_grpc;
     std::unique_ptr<core_gateway::HttpApiServer> business_http;
     auto run_io = [&] {
@@ -425,7 +430,25 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             rpc_server.AddRoutes(*redis_routes);
             serve_rpc(host.GrpcPort());
         } else if (role_name == "hook-engine") {
-            // The hook behaviour is its own issue (#7); the service hosts its gRPC health and admin port.
+            // The hook engine: the hooks files, plus the hooks managed through the business API (kept in
+            // PostgreSQL); the orchestrator, session, push-server and core-gateway call it.
+            store = host.Store();
+            host.OnStop([&] { store->Stop(); });
+            hook_engine = std::make_unique<hooks::HookEngine>(
+                hooks::HookEngineOptions{config.hooks_file, config.hooks_dir}, store.get(), host.clock);
+            if (auto st = hook_engine->Start(); !st) {
+                throw std::runtime_error("hooks: " + st.error().message);
+            }
+            host.OnStop([&] { hook_engine->Stop(); });
+            host.metrics.AddRenderer([&] { return hook_engine->RenderMetrics(); });
+            on_reload = [&] {
+                if (auto st = hook_engine->Reload(); st) {
+                    spdlog::info("hook-engine: SIGHUP: hooks reloaded");
+                } else {
+                    spdlog::error("hook-engine: SIGHUP: hooks not reloaded, the ones in use stay: {}", st.error().message);
+                }
+            };
+            rpc_server.AddHookEngine(*hook_engine);
             serve_rpc(host.GrpcPort());
         } else if (role_name == "session") {
             store = host.Store();
@@ -436,6 +459,8 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                 host.clock, static_cast<uint16_t>(std::hash<std::string>{}(dist.advertise_host + RandomHexId(4))));
             sessions = std::make_unique<SessionService>(*store, *store, *push_client, host.clock, *ids, config.limits,
                                                         100'000, /*remember_missing=*/false);
+            hook_client = rpc::MakeHookClient(host.Peer("hook-engine"));
+            sessions->set_hooks(hook_client.get());
             host.metrics.Add("flare_session_cached_conversations", "conversations in the member cache",
                              Metrics::Type::kGauge, [&] { return static_cast<double>(sessions->cached_conversations()); });
             rpc_server.AddSessions(*sessions);
@@ -461,6 +486,8 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
                                                                           std::to_string(port) + RandomHexId(4))));
             orchestrator = std::make_unique<MessageOrchestrator>(config.limits, *session_client, *store, *committer,
                                                                  host.clock, *ids);
+            hook_client = rpc::MakeHookClient(host.Peer("hook-engine"));
+            orchestrator->set_hooks(hook_client.get());
             rpc_server.AddMessages(*orchestrator, committer.get());
             serve_rpc(port);
             if (port == 0) {
@@ -487,6 +514,8 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             host.metrics.Add("flare_push_known_gateways", "gateways in the route directory", Metrics::Type::kGauge,
                              [&] { return static_cast<double>(gateways->known_gateways()); });
             push = std::make_unique<PushService>(*presence_client, *gateways, config.limits.large_group_members);
+            hook_client = rpc::MakeHookClient(host.Peer("hook-engine"));
+            push->set_hooks(hook_client.get());
             rpc_server.AddPush(*push);
             serve_rpc(host.GrpcPort());
             bus = host.Bus();
@@ -574,6 +603,8 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
             business = std::make_unique<core_gateway::BusinessApi>(
                 core_gateway::BusinessApiOptions{config.core_gateway.business_secret, config.gateway.default_tenant},
                 config.limits, *session_client, *messaging_client, *push_client, *presence_client, host.clock, *ids);
+            hook_client = rpc::MakeHookClient(host.Peer("hook-engine"));
+            business->set_hooks(hook_client.get());
             business_grpc = std::make_unique<core_gateway::GrpcServer>(*business);
             business_http = std::make_unique<core_gateway::HttpApiServer>(io, *business);
             const auto& cg = config.core_gateway;
@@ -615,7 +646,15 @@ int RunRole(const std::string& role_name, const Config& config, const Distribute
     spdlog::info("{} serving: {}admin http://{}:{}/metrics", role_name, serving, dist.listen_address,
                  host.admin.port());
     int sig = 0;
-    sigwait(&signals, &sig);
+    for (;;) {
+        sigwait(&signals, &sig);
+        if (sig != SIGHUP) {
+            break;
+        }
+        if (on_reload) {
+            on_reload();
+        }
+    }
     spdlog::info("{}: {} received, draining", role_name, sig == SIGINT ? "SIGINT" : "SIGTERM");
     host.admin.SetReady(false);
     host.StopAll();

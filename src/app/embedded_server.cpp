@@ -11,6 +11,7 @@
 
 #include "adapters/memory/memory_presence.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
+#include "hooks/hook_engine.hpp"
 #include "core_gateway/servers.hpp"
 #include "gateway/ws_gateway.hpp"
 
@@ -48,7 +49,14 @@ struct EmbeddedServer::Impl {
           business(core_gateway::BusinessApiOptions{config.core_gateway.business_secret, config.gateway.default_tenant},
                    config.limits, sessions, orchestrator, push, presence, clock, ids),
           grpc(business),
-          http(io, business) {}
+          http(io, business),
+          hooks(hooks::HookEngineOptions{config.hooks_file, config.hooks_dir}, store.get(), clock) {
+        orchestrator.set_hooks(&hooks);
+        sessions.set_hooks(&hooks);
+        push.set_hooks(&hooks);
+        business.set_hooks(&hooks);
+        business.set_metrics([this] { return hooks.RenderMetrics(); });
+    }
 
     Config config;
     SystemClock clock;
@@ -66,6 +74,7 @@ struct EmbeddedServer::Impl {
     core_gateway::BusinessApi business;
     core_gateway::GrpcServer grpc;
     core_gateway::HttpApiServer http;
+    hooks::HookEngine hooks;
     std::vector<std::thread> threads;
     bool started = false, stopped = false;
 };
@@ -77,6 +86,7 @@ EmbeddedServer::~EmbeddedServer() { Stop(); }
 const Config& EmbeddedServer::config() const { return impl_->config; }
 
 uint16_t EmbeddedServer::gateway_port() const { return impl_->gateway.port(); }
+Status EmbeddedServer::ReloadHooks() { return impl_->hooks.Reload(); }
 uint16_t EmbeddedServer::grpc_port() const { return impl_->config.core_gateway.enabled ? impl_->grpc.port() : 0; }
 uint16_t EmbeddedServer::http_port() const { return impl_->config.core_gateway.enabled ? impl_->http.port() : 0; }
 
@@ -92,6 +102,10 @@ void EmbeddedServer::Start() {
         spdlog::debug("protobuf {}:{}: {}", file, line, message);
     });
     s.store->Start();
+    if (auto st = s.hooks.Start(); !st) {
+        s.store->Stop();
+        throw std::runtime_error("hooks: " + st.error().message);
+    }
     if (auto st = s.gateway.Listen(); !st) {
         s.store->Stop();
         throw std::runtime_error(st.error().message);
@@ -140,6 +154,7 @@ void EmbeddedServer::Stop() {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));  // shutdown only: waits for goodbyes to flush
     }
     s.gateways.Unregister(s.config.gateway.gateway_id);
+    s.hooks.Stop();
     s.store->Stop();
     s.work.reset();
     s.io.stop();

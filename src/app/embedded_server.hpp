@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "app/config.hpp"
+#include "common/errc.hpp"
 
 namespace flare::app {
 
@@ -24,6 +25,8 @@ public:
     uint16_t grpc_port() const;  // 0 when the core gateway is disabled
     uint16_t http_port() const;
     const Config& config() const;
+    // Reads the hooks file and folder again; on an error keeps the hooks in use and returns it.
+    Status ReloadHooks();
 
     struct Impl;
 

@@ -92,6 +92,7 @@ int Serve(const std::vector<std::string>& args) {
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
@@ -124,7 +125,17 @@ int Serve(const std::vector<std::string>& args) {
                                   << "\n";
     }
     int sig = 0;
-    sigwait(&signals, &sig);
+    for (;;) {
+        sigwait(&signals, &sig);
+        if (sig != SIGHUP) {
+            break;
+        }
+        if (auto st = server.ReloadHooks(); st) {
+            spdlog::info("SIGHUP: hooks reloaded");
+        } else {
+            spdlog::error("SIGHUP: hooks not reloaded, the ones in use stay: {}", st.error().message);
+        }
+    }
     spdlog::info("{} received: saying goodbye to clients and draining storage", sig == SIGINT ? "SIGINT" : "SIGTERM");
     server.Stop();
     spdlog::info("stopped");

@@ -20,9 +20,19 @@ public:
         metrics_.push_back(Metric{std::move(name), std::move(help), type, std::move(read), std::move(labels)});
     }
 
+    // A family whose series come and go (e.g. one per configured hook): `render` returns its
+    // Prometheus text, HELP and TYPE lines included.
+    void AddRenderer(std::function<std::string()> render) {
+        std::lock_guard lock(mu_);
+        renderers_.push_back(std::move(render));
+    }
+
     std::string Render() const {
         std::lock_guard lock(mu_);
         std::string out;
+        for (const auto& r : renderers_) {
+            out += r();
+        }
         std::string last;
         for (const auto& m : metrics_) {
             if (m.name != last) {
@@ -50,6 +60,7 @@ private:
     };
     mutable std::mutex mu_;
     std::vector<Metric> metrics_;
+    std::vector<std::function<std::string()>> renderers_;
 };
 
 }  // namespace flare

@@ -139,6 +139,9 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
         if (req.method() == http::verb::get && (target == "/healthz" || target == "/readyz")) {
             return reply(Reply{http::status::ok, "ok\n"});
         }
+        if (req.method() == http::verb::get && target == "/metrics") {
+            return reply(Reply{http::status::ok, api.RenderMetrics()});
+        }
         constexpr std::string_view kPrefix = "/api/v1/";
         if (!target.starts_with(kPrefix)) {
             return reply(ErrorReply(MakeError(Errc::kNotFound, "no_such_path",

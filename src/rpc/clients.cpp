@@ -1,5 +1,9 @@
 #include "rpc/clients.hpp"
 
+#include "flare/hooks/v1/hooks.grpc.pb.h"
+#include "hooks/hook_config.hpp"
+#include "hooks/hook_proto.hpp"
+
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -705,6 +709,137 @@ bool WaitForSends(MessagingApi& client, std::chrono::milliseconds patience) {
     return true;
 }
 std::unique_ptr<PushApi> MakePushClient(const ChannelOptions& o) { return std::make_unique<PushClient>(o); }
+
+// ------------------------------------------------------------------------------------ hook engine
+
+namespace {
+
+// The hook-engine service seen as the HookApi. Which points have hooks is polled every second, so
+// the callers skip building events nobody wants (and a hook added through the business API takes
+// effect within about a second).
+class HookClient final : public HookApi {
+public:
+    explicit HookClient(const ChannelOptions& o)
+        : stub_(hooks::hpb::HookEngine::NewStub(MakeChannel(o.endpoint))), deadline_(o.deadline) {
+        Poll();
+        poller_ = std::thread([this] {
+            std::unique_lock lock(mu_);
+            while (!stop_) {
+                cv_.wait_for(lock, std::chrono::seconds(1));
+                if (stop_) {
+                    break;
+                }
+                lock.unlock();
+                Poll();
+                lock.lock();
+            }
+        });
+    }
+    ~HookClient() override {
+        {
+            std::lock_guard lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        poller_.join();
+    }
+
+    void PreSend(HookEvent event, Callback<PreSendVerdict> done) override {
+        hooks::hpb::HookEvent req;
+        hooks::ToProto(event, &req);
+        // Long enough for a chain of hooks; each hook has its own timeout inside the engine.
+        Call<hooks::hpb::HookEvent, hooks::hpb::PreSendReply>(
+            FLARE_RPC(stub_, PreSend), std::move(req), std::chrono::milliseconds(10'000),
+            [done = std::move(done)](const grpc::Status& s, const hooks::hpb::PreSendReply& r) {
+                if (!s.ok()) {
+                    spdlog::warn("hook-engine PreSend failed ({}): the message is allowed", s.error_message());
+                    return done(FromGrpc(s, "hook-engine PreSend"));
+                }
+                done(hooks::FromProto(r));
+            });
+    }
+    void Publish(HookEvent event) override {
+        hooks::hpb::HookEvent req;
+        hooks::ToProto(event, &req);
+        Call<hooks::hpb::HookEvent, hooks::hpb::EventAck>(FLARE_RPC(stub_, Publish), std::move(req), deadline_,
+                                                          [](const grpc::Status& s, const hooks::hpb::EventAck&) {
+                                                              if (!s.ok()) {
+                                                                  spdlog::warn("hook-engine Publish failed: {}",
+                                                                               s.error_message());
+                                                              }
+                                                          });
+    }
+    bool Wants(HookPoint point) const override { return (active_.load() & (1u << static_cast<int>(point))) != 0; }
+
+    void PutHook(std::string tenant_id, HookSpec spec, StatusCallback done) override {
+        hooks::hpb::PutHookRequest req;
+        req.set_tenant_id(std::move(tenant_id));
+        req.set_spec_json(hooks::HookToJson(spec));
+        Call<hooks::hpb::PutHookRequest, hooks::hpb::EventAck>(
+            FLARE_RPC(stub_, PutHook), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const hooks::hpb::EventAck&) {
+                done(s.ok() ? Status{} : Status{FromGrpc(s, "hook-engine PutHook")});
+            });
+    }
+    void DeleteHook(std::string tenant_id, std::string name, StatusCallback done) override {
+        hooks::hpb::DeleteHookRequest req;
+        req.set_tenant_id(std::move(tenant_id));
+        req.set_name(std::move(name));
+        Call<hooks::hpb::DeleteHookRequest, hooks::hpb::EventAck>(
+            FLARE_RPC(stub_, DeleteHook), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const hooks::hpb::EventAck&) {
+                done(s.ok() ? Status{} : Status{FromGrpc(s, "hook-engine DeleteHook")});
+            });
+    }
+    void ListHooks(std::string tenant_id, Callback<std::vector<HookSpec>> done) override {
+        hooks::hpb::ListHooksRequest req;
+        req.set_tenant_id(std::move(tenant_id));
+        Call<hooks::hpb::ListHooksRequest, hooks::hpb::ListHooksReply>(
+            FLARE_RPC(stub_, ListHooks), std::move(req), deadline_,
+            [done = std::move(done)](const grpc::Status& s, const hooks::hpb::ListHooksReply& r) {
+                if (!s.ok()) {
+                    return done(FromGrpc(s, "hook-engine ListHooks"));
+                }
+                std::vector<HookSpec> out;
+                for (const auto& j : r.spec_json()) {
+                    if (auto spec = hooks::HookFromJson(j)) {
+                        out.push_back(std::move(*spec));
+                    }
+                }
+                done(std::move(out));
+            });
+    }
+
+private:
+    void Poll() {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+        hooks::hpb::EventAck req;
+        hooks::hpb::ActivePointsReply reply;
+        if (!stub_->ActivePoints(&ctx, req, &reply).ok()) {
+            return;  // keep what we knew
+        }
+        uint32_t bits = 0;
+        for (const auto& p : reply.points()) {
+            if (auto point = ParseHookPoint(p)) {
+                bits |= 1u << static_cast<int>(*point);
+            }
+        }
+        active_ = bits;
+    }
+
+    std::unique_ptr<hooks::hpb::HookEngine::Stub> stub_;
+    std::chrono::milliseconds deadline_;
+    std::atomic<uint32_t> active_{0};
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;
+    std::thread poller_;
+};
+
+}  // namespace
+
+std::unique_ptr<HookApi> MakeHookClient(const ChannelOptions& o) { return std::make_unique<HookClient>(o); }
 
 // ------------------------------------------------------------------------------ gateway directory
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "domain/apis.hpp"
+#include "domain/hooks.hpp"
 #include "domain/ports.hpp"
 
 namespace flare::rpc {
@@ -32,6 +33,9 @@ std::unique_ptr<MessagingApi> MakeMessagingClient(const ChannelOptions& options)
 bool WaitForSends(MessagingApi& client, std::chrono::milliseconds patience);
 // push-server
 std::unique_ptr<PushApi> MakePushClient(const ChannelOptions& options);
+
+// hook-engine
+std::unique_ptr<HookApi> MakeHookClient(const ChannelOptions& options);
 
 // Where push-server delivers: the gateways listed by the route directory, each reached through its
 // Delivery service. The list is refreshed every `refresh` and when an unknown gateway is asked for.

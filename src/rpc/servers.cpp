@@ -4,7 +4,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include "flare/hooks/v1/hooks.grpc.pb.h"
 #include "flare/internal/v1/internal.grpc.pb.h"
+#include "hooks/hook_config.hpp"
+#include "hooks/hook_proto.hpp"
 #include "rpc/convert.hpp"
 #include "rpc/pipeline.hpp"
 #include "rpc/status.hpp"
@@ -395,6 +398,75 @@ void RpcServer::AddSessions(ConversationApi& s) { impl_->services.push_back(std:
 void RpcServer::AddMessages(MessagingApi& m, BusCommitter* c) {
     impl_->services.push_back(std::make_unique<MessagesService>(m, c));
 }
+namespace {
+
+class HookEngineService final : public hooks::hpb::HookEngine::CallbackService {
+public:
+    explicit HookEngineService(HookApi& h) : h_(h) {}
+
+    Reactor* PreSend(grpc::CallbackServerContext* ctx, const hooks::hpb::HookEvent* req,
+                     hooks::hpb::PreSendReply* resp) override {
+        auto* reactor = ctx->DefaultReactor();
+        h_.PreSend(hooks::FromProto(*req), [reactor, resp](Result<PreSendVerdict> r) {
+            Finish(reactor, r, [resp](const PreSendVerdict& v) { hooks::ToProto(v, resp); });
+        });
+        return reactor;
+    }
+    Reactor* Publish(grpc::CallbackServerContext* ctx, const hooks::hpb::HookEvent* req, hooks::hpb::EventAck*) override {
+        h_.Publish(hooks::FromProto(*req));
+        auto* reactor = ctx->DefaultReactor();
+        reactor->Finish(grpc::Status::OK);
+        return reactor;
+    }
+    Reactor* ActivePoints(grpc::CallbackServerContext* ctx, const hooks::hpb::EventAck*,
+                          hooks::hpb::ActivePointsReply* resp) override {
+        for (int i = 0; i < kHookPointCount; ++i) {
+            if (h_.Wants(static_cast<HookPoint>(i))) {
+                resp->add_points(std::string(HookPointName(static_cast<HookPoint>(i))));
+            }
+        }
+        auto* reactor = ctx->DefaultReactor();
+        reactor->Finish(grpc::Status::OK);
+        return reactor;
+    }
+    Reactor* PutHook(grpc::CallbackServerContext* ctx, const hooks::hpb::PutHookRequest* req,
+                     hooks::hpb::EventAck*) override {
+        auto* reactor = ctx->DefaultReactor();
+        auto spec = hooks::HookFromJson(req->spec_json());
+        if (!spec) {
+            reactor->Finish(ToGrpc(spec.error()));
+            return reactor;
+        }
+        h_.PutHook(req->tenant_id(), std::move(*spec), [reactor](Status s) { FinishStatus(reactor, s); });
+        return reactor;
+    }
+    Reactor* DeleteHook(grpc::CallbackServerContext* ctx, const hooks::hpb::DeleteHookRequest* req,
+                        hooks::hpb::EventAck*) override {
+        auto* reactor = ctx->DefaultReactor();
+        h_.DeleteHook(req->tenant_id(), req->name(), [reactor](Status s) { FinishStatus(reactor, s); });
+        return reactor;
+    }
+    Reactor* ListHooks(grpc::CallbackServerContext* ctx, const hooks::hpb::ListHooksRequest* req,
+                       hooks::hpb::ListHooksReply* resp) override {
+        auto* reactor = ctx->DefaultReactor();
+        h_.ListHooks(req->tenant_id(), [reactor, resp](Result<std::vector<HookSpec>> r) {
+            Finish(reactor, r, [resp](const std::vector<HookSpec>& list) {
+                for (const auto& spec : list) {
+                    resp->add_spec_json(hooks::HookToJson(spec));
+                }
+            });
+        });
+        return reactor;
+    }
+
+private:
+    HookApi& h_;
+};
+
+}  // namespace
+
+void RpcServer::AddHookEngine(HookApi& h) { impl_->services.push_back(std::make_unique<HookEngineService>(h)); }
+
 void RpcServer::AddPush(PushApi& p) { impl_->services.push_back(std::make_unique<PushGrpcService>(p)); }
 void RpcServer::AddDelivery(DeliverySink& g) { impl_->services.push_back(std::make_unique<DeliveryService>(g)); }
 void RpcServer::AddService(std::unique_ptr<grpc::Service> service) { impl_->services.push_back(std::move(service)); }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "domain/apis.hpp"
+#include "domain/hooks.hpp"
 #include "domain/ports.hpp"
 
 namespace grpc {
@@ -32,6 +33,7 @@ public:
     void AddMessages(MessagingApi& messaging, BusCommitter* committer);
     void AddPush(PushApi& push);
     void AddDelivery(DeliverySink& gateway);
+    void AddHookEngine(HookApi& hooks);
     // Any other service (the core gateway's BusinessService).
     void AddService(std::unique_ptr<grpc::Service> service);
 

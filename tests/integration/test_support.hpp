@@ -34,6 +34,7 @@ public:
     uint16_t grpc_port() const { return grpc_port_; }
     uint16_t http_port() const { return http_port_; }
     app::Config& config() { return config_; }
+    app::EmbeddedServer& server() { return *server_; }
 
 private:
     std::string dir_;
