@@ -33,16 +33,6 @@ void FillHistory(const MessageRecord& m, bpb::HistoryMessage* h) {
     h->set_edit_version(m.edit_version);
 }
 
-std::string TypeName(ConversationType t) {
-    switch (t) {
-        case ConversationType::kDirect: return "direct";
-        case ConversationType::kRoom: return "room";
-        case ConversationType::kGroup: return "group";
-        case ConversationType::kSystem: return "system";
-    }
-    return "";
-}
-
 bpb::GroupChangeResponse GroupReply(const GroupResult& g) {
     bpb::GroupChangeResponse out;
     out.set_conversation_id(g.event.conversation_id);
@@ -452,7 +442,7 @@ void BusinessApi::ListConversations(const Caller& caller, const bpb::ListConvers
             for (const auto& e : page->entries) {
                 auto* o = out.add_conversations();
                 o->set_conversation_id(e.summary.conversation_id);
-                o->set_type(TypeName(e.summary.type));
+                o->set_type(std::string(ConversationTypeName(e.summary.type)));
                 o->set_name(e.name);
                 o->set_role(std::string(RoleName(e.role)));
                 o->set_dissolved(e.dissolved);

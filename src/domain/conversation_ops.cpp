@@ -86,8 +86,7 @@ void SessionService::AppendEvent(AppendRequest request, MemberList recipients, s
         Invalidate(key);
         if (hooks_ != nullptr) {
             const MessageRecord& m = r->message;
-            HookEvent e;
-            e.point = HookPoint::kMembershipChanged;
+            HookEvent e = HookEventFor(HookPoint::kMembershipChanged, m);
             switch (m.event.type) {
                 case EventType::kGroupCreated: e.point = HookPoint::kConversationCreated; break;
                 case EventType::kGroupDissolved: e.point = HookPoint::kConversationDissolved; break;
@@ -99,14 +98,6 @@ void SessionService::AppendEvent(AppendRequest request, MemberList recipients, s
                 default: e.action.clear(); break;
             }
             if ((e.point != HookPoint::kMembershipChanged || !e.action.empty()) && hooks_->Wants(e.point)) {
-                e.tenant_id = m.tenant_id;
-                e.conversation_id = m.conversation_id;
-                e.conversation_type = m.conversation_type;
-                e.user_id = m.sender_id;
-                e.device_id = m.sender_device_id;
-                e.time_ms = m.server_time_ms;
-                e.message = m;
-                e.seq = m.seq;
                 e.user_ids = m.event.user_ids;
                 hooks_->Publish(std::move(e));
             }

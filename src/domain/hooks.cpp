@@ -24,4 +24,18 @@ std::optional<HookPoint> ParseHookPoint(std::string_view s) {
     return std::nullopt;
 }
 
+HookEvent HookEventFor(HookPoint point, const MessageRecord& m) {
+    HookEvent e;
+    e.point = point;
+    e.tenant_id = m.tenant_id;
+    e.conversation_id = m.conversation_id;
+    e.conversation_type = m.conversation_type;
+    e.user_id = m.sender_id;
+    e.device_id = m.sender_device_id;
+    e.time_ms = m.server_time_ms;
+    e.message = m;
+    e.seq = m.seq;
+    return e;
+}
+
 }  // namespace flare

@@ -51,6 +51,9 @@ struct HookEvent {
     int64_t time_ms = 0;
 };
 
+// An event about a stored message (or group event): who, where, when and the message, from it.
+HookEvent HookEventFor(HookPoint point, const MessageRecord& m);
+
 struct PreSendVerdict {
     enum class Action { kAllow, kReject, kRewrite };
     Action action = Action::kAllow;

@@ -336,17 +336,8 @@ void PushService::Fanout(std::shared_ptr<const MessageRecord> message, FanoutPla
                          if (hooks_ != nullptr && message->seq != 0 &&
                              (message->kind == MessageKind::kText || message->kind == MessageKind::kSystem) &&
                              hooks_->Wants(HookPoint::kDelivery)) {
-                             HookEvent e;
-                             e.point = HookPoint::kDelivery;
-                             e.tenant_id = message->tenant_id;
-                             e.conversation_id = message->conversation_id;
-                             e.conversation_type = message->conversation_type;
-                             e.user_id = message->sender_id;
-                             e.device_id = message->sender_device_id;
-                             e.message = *message;
-                             e.seq = message->seq;
+                             HookEvent e = HookEventFor(HookPoint::kDelivery, *message);
                              e.devices = handed;
-                             e.time_ms = message->server_time_ms;
                              hooks_->Publish(std::move(e));
                          }
                      });
@@ -688,16 +679,7 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
 }
 
 void MessageOrchestrator::PublishCommitted(const MessageRecord& m) {
-    HookEvent e;
-    e.tenant_id = m.tenant_id;
-    e.conversation_id = m.conversation_id;
-    e.conversation_type = m.conversation_type;
-    e.user_id = m.sender_id;
-    e.device_id = m.sender_device_id;
-    e.time_ms = m.server_time_ms;
-    e.message = m;
-    e.seq = m.seq;
-    e.point = HookPoint::kPostSend;
+    HookEvent e = HookEventFor(HookPoint::kPostSend, m);
     if (m.kind == MessageKind::kEvent) {
         if (m.event.type == EventType::kRecalled) {
             e.point = HookPoint::kRecall;

@@ -40,6 +40,40 @@ std::string RoomConversationId(std::string_view room) { return "room:" + std::st
 std::string SystemConversationId(std::string_view user) { return "system:" + std::string(user); }
 std::string GroupConversationId(std::string_view group) { return "group:" + std::string(group); }
 
+std::string_view ConversationTypeName(ConversationType t) {
+    switch (t) {
+        case ConversationType::kDirect: return "direct";
+        case ConversationType::kRoom: return "room";
+        case ConversationType::kGroup: return "group";
+        case ConversationType::kSystem: return "system";
+    }
+    return "direct";
+}
+
+std::optional<ConversationType> ParseConversationTypeName(std::string_view s) {
+    for (auto t : {ConversationType::kDirect, ConversationType::kRoom, ConversationType::kGroup, ConversationType::kSystem}) {
+        if (ConversationTypeName(t) == s) return t;
+    }
+    return std::nullopt;
+}
+
+std::string_view MessageKindName(MessageKind k) {
+    switch (k) {
+        case MessageKind::kText: return "text";
+        case MessageKind::kSystem: return "system";
+        case MessageKind::kEvent: return "event";
+        case MessageKind::kNotice: return "notice";
+    }
+    return "text";
+}
+
+std::optional<MessageKind> ParseMessageKindName(std::string_view s) {
+    for (auto k : {MessageKind::kText, MessageKind::kSystem, MessageKind::kEvent}) {
+        if (MessageKindName(k) == s) return k;
+    }
+    return std::nullopt;
+}
+
 std::string_view RoleName(MemberRole r) {
     switch (r) {
         case MemberRole::kMember: return "member";

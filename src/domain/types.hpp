@@ -135,6 +135,13 @@ struct DeviceSession {
     int64_t since_ms = 0;
 };
 
+// "direct", "room", "group", "system" and "text", "system", "event", "notice": the names hooks,
+// configuration and the business API use.
+std::string_view ConversationTypeName(ConversationType t);
+std::optional<ConversationType> ParseConversationTypeName(std::string_view s);
+std::string_view MessageKindName(MessageKind k);
+std::optional<MessageKind> ParseMessageKindName(std::string_view s);
+
 // A group's id is "group:<id>".
 std::string GroupConversationId(std::string_view group);
 

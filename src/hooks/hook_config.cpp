@@ -15,38 +15,6 @@ namespace {
 
 Error Bad(const std::string& what) { return MakeError(Errc::kInvalidArgument, "bad_hook", what); }
 
-std::optional<ConversationType> ParseConversationType(std::string_view s) {
-    if (s == "direct") return ConversationType::kDirect;
-    if (s == "room") return ConversationType::kRoom;
-    if (s == "group") return ConversationType::kGroup;
-    if (s == "system") return ConversationType::kSystem;
-    return std::nullopt;
-}
-std::string_view TypeName(ConversationType t) {
-    switch (t) {
-        case ConversationType::kDirect: return "direct";
-        case ConversationType::kRoom: return "room";
-        case ConversationType::kGroup: return "group";
-        case ConversationType::kSystem: return "system";
-    }
-    return "direct";
-}
-std::optional<MessageKind> ParseKind(std::string_view s) {
-    if (s == "text") return MessageKind::kText;
-    if (s == "system") return MessageKind::kSystem;
-    if (s == "event") return MessageKind::kEvent;
-    return std::nullopt;
-}
-std::string_view KindName(MessageKind k) {
-    switch (k) {
-        case MessageKind::kText: return "text";
-        case MessageKind::kSystem: return "system";
-        case MessageKind::kEvent: return "event";
-        case MessageKind::kNotice: return "notice";
-    }
-    return "text";
-}
-
 const std::set<std::string>& Transports() {
     static const std::set<std::string> t{"webhook", "grpc", "keyword_filter", "rate_limit"};
     return t;
@@ -109,11 +77,11 @@ std::string ApplyKey(Fields& f, const std::string& key, GetStr str, GetInt num, 
         if (auto e = str_list(names); !e.empty()) return e;
         for (const auto& n : names) {
             if (key == "conversation_types") {
-                auto t = ParseConversationType(n);
+                auto t = ParseConversationTypeName(n);
                 if (!t) return "'conversation_types': unknown type '" + n + "' (direct, room, group, system)";
                 s.conversation_types.push_back(*t);
             } else {
-                auto k = ParseKind(n);
+                auto k = ParseMessageKindName(n);
                 if (!k) return "'message_kinds': unknown kind '" + n + "' (text, system, event)";
                 s.message_kinds.push_back(*k);
             }
@@ -309,12 +277,12 @@ std::string HookToJson(const HookSpec& s) {
     if (!s.tenants.empty()) o["tenants"] = strings(s.tenants);
     if (!s.conversation_types.empty()) {
         json::array a;
-        for (auto t : s.conversation_types) a.emplace_back(std::string(TypeName(t)));
+        for (auto t : s.conversation_types) a.emplace_back(std::string(ConversationTypeName(t)));
         o["conversation_types"] = std::move(a);
     }
     if (!s.message_kinds.empty()) {
         json::array a;
-        for (auto k : s.message_kinds) a.emplace_back(std::string(KindName(k)));
+        for (auto k : s.message_kinds) a.emplace_back(std::string(MessageKindName(k)));
         o["message_kinds"] = std::move(a);
     }
     o["priority"] = s.priority;

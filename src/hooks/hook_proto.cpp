@@ -4,59 +4,26 @@
 
 namespace flare::hooks {
 
-namespace {
-
-std::string TypeName(ConversationType t) {
-    switch (t) {
-        case ConversationType::kDirect: return "direct";
-        case ConversationType::kRoom: return "room";
-        case ConversationType::kGroup: return "group";
-        case ConversationType::kSystem: return "system";
-    }
-    return "direct";
-}
-ConversationType ParseType(const std::string& s) {
-    if (s == "room") return ConversationType::kRoom;
-    if (s == "group") return ConversationType::kGroup;
-    if (s == "system") return ConversationType::kSystem;
-    return ConversationType::kDirect;
-}
-std::string KindName(MessageKind k) {
-    switch (k) {
-        case MessageKind::kText: return "text";
-        case MessageKind::kSystem: return "system";
-        case MessageKind::kEvent: return "event";
-        case MessageKind::kNotice: return "notice";
-    }
-    return "text";
-}
-MessageKind ParseKind(const std::string& s) {
-    if (s == "system") return MessageKind::kSystem;
-    if (s == "event") return MessageKind::kEvent;
-    return MessageKind::kText;
-}
-
-}  // namespace
 
 void ToProto(const HookEvent& e, hpb::HookEvent* out) {
     out->set_point(std::string(HookPointName(e.point)));
     out->set_tenant_id(e.tenant_id);
     out->set_conversation_id(e.conversation_id);
-    out->set_conversation_type(TypeName(e.conversation_type));
+    out->set_conversation_type(std::string(ConversationTypeName(e.conversation_type)));
     out->set_user_id(e.user_id);
     out->set_device_id(e.device_id);
     out->set_time_ms(e.time_ms);
     const MessageRecord& m = e.message;
     auto* pm = out->mutable_message();
     pm->set_conversation_id(m.conversation_id);
-    pm->set_conversation_type(TypeName(m.conversation_type));
+    pm->set_conversation_type(std::string(ConversationTypeName(m.conversation_type)));
     pm->set_seq(m.seq);
     pm->set_server_msg_id(m.server_msg_id);
     pm->set_client_msg_id(m.client_msg_id);
     pm->set_sender_id(m.sender_id);
     pm->set_sender_device_id(m.sender_device_id);
     pm->set_server_time_ms(m.server_time_ms);
-    pm->set_kind(KindName(m.kind));
+    pm->set_kind(std::string(MessageKindName(m.kind)));
     pm->set_text(m.text);
     for (const auto& u : m.mentions) {
         pm->add_mentions(u);
@@ -80,7 +47,7 @@ HookEvent FromProto(const hpb::HookEvent& p) {
     e.point = ParseHookPoint(p.point()).value_or(HookPoint::kPostSend);
     e.tenant_id = p.tenant_id();
     e.conversation_id = p.conversation_id();
-    e.conversation_type = ParseType(p.conversation_type());
+    e.conversation_type = ParseConversationTypeName(p.conversation_type()).value_or(ConversationType::kDirect);
     e.user_id = p.user_id();
     e.device_id = p.device_id();
     e.time_ms = p.time_ms();
@@ -88,14 +55,14 @@ HookEvent FromProto(const hpb::HookEvent& p) {
     MessageRecord& m = e.message;
     m.tenant_id = p.tenant_id();
     m.conversation_id = pm.conversation_id();
-    m.conversation_type = ParseType(pm.conversation_type());
+    m.conversation_type = ParseConversationTypeName(pm.conversation_type()).value_or(ConversationType::kDirect);
     m.seq = pm.seq();
     m.server_msg_id = pm.server_msg_id();
     m.client_msg_id = pm.client_msg_id();
     m.sender_id = pm.sender_id();
     m.sender_device_id = pm.sender_device_id();
     m.server_time_ms = pm.server_time_ms();
-    m.kind = ParseKind(pm.kind());
+    m.kind = ParseMessageKindName(pm.kind()).value_or(MessageKind::kText);
     m.text = pm.text();
     m.mentions.assign(pm.mentions().begin(), pm.mentions().end());
     m.mention_all = pm.mention_all();

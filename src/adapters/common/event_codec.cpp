@@ -101,4 +101,55 @@ bool DecodeListCursor(std::string_view token, ListCursor& out) {
     return !out.conversation_id.empty() && out.conversation_id.size() <= 200;
 }
 
+Status CheckMembers(const AppendRequest& req, const MemberLookup& member) {
+    const MessageRecord& m = req.message;
+    if (req.check_sender) {
+        auto me = member(m.sender_id);
+        if (!me) {
+            return MakeError(Errc::kPermissionDenied, "not_member",
+                             "you are not a member of conversation '" + m.conversation_id + "'");
+        }
+        if (static_cast<int>(me->first) < static_cast<int>(req.min_sender_role)) {
+            return MakeError(Errc::kPermissionDenied, "insufficient_role",
+                             "your role in '" + m.conversation_id + "' does not allow this");
+        }
+        if (req.refuse_muted && me->second > m.server_time_ms) {
+            return MakeError(Errc::kPermissionDenied, "member_muted", "you are muted in this group");
+        }
+    }
+    if (m.kind != MessageKind::kEvent) {
+        return {};
+    }
+    const EventType t = m.event.type;
+    for (const auto& u : m.event.user_ids) {
+        if (t == EventType::kMembersAdded) {
+            if (member(u)) {
+                return MakeError(Errc::kFailedPrecondition, "already_member", "'" + u + "' is already a member");
+            }
+        } else if (t == EventType::kMembersRemoved || t == EventType::kRoleChanged || t == EventType::kMemberMuted) {
+            auto it = member(u);
+            if (!it) {
+                return MakeError(Errc::kFailedPrecondition, "not_member",
+                                 "'" + u + "' is not a member of '" + m.conversation_id + "'");
+            }
+            if (req.targets_below && static_cast<int>(it->first) >= static_cast<int>(*req.targets_below)) {
+                return MakeError(Errc::kPermissionDenied, "insufficient_role",
+                                 "'" + u + "' has the same role as you or a higher one");
+            }
+        }
+    }
+    return {};
+}
+
+Status CheckSameKind(const MessageRecord& original, const MessageRecord& m) {
+    const bool same = (original.kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
+                      (m.kind != MessageKind::kEvent || original.event.type == m.event.type);
+    if (same) {
+        return {};
+    }
+    return MakeError(Errc::kAlreadyExists, "client_msg_id_reused",
+                     "client_msg_id '" + Utf8Prefix(m.client_msg_id, 80) +
+                         "' was already used for another kind of request in this conversation");
+}
+
 }  // namespace flare::store

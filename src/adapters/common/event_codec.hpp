@@ -3,11 +3,14 @@
 // ids contain no spaces).
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
-#include "domain/types.hpp"
+#include "domain/ports.hpp"
 
 namespace flare::store {
 
@@ -26,5 +29,15 @@ struct ListCursor {
 std::string EncodeListCursor(const ListCursor& c);
 // false when the token is malformed.
 bool DecodeListCursor(std::string_view token, ListCursor& out);
+
+// The membership checks an append makes in its transaction (AppendRequest::check_sender,
+// targets_below, and the members an event adds or removes), given a way to read one member's role
+// and mute as they are now (std::nullopt: not a member).
+using MemberLookup = std::function<std::optional<std::pair<MemberRole, int64_t>>(const std::string& user)>;
+Status CheckMembers(const AppendRequest& req, const MemberLookup& member);
+
+// A repeated client_msg_id answers its original only for the same kind of request (a message, or an
+// event of the same type); otherwise kAlreadyExists "client_msg_id_reused".
+Status CheckSameKind(const MessageRecord& original, const MessageRecord& request);
 
 }  // namespace flare::store

@@ -541,12 +541,8 @@ Result<std::optional<AppendResult>> Duplicate(pg::Conn& c, const MessageRecord& 
     if (!original) {
         return std::optional<AppendResult>();
     }
-    const bool same = (original->kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
-                      (m.kind != MessageKind::kEvent || original->event.type == m.event.type);
-    if (!same) {
-        return MakeError(Errc::kAlreadyExists, "client_msg_id_reused",
-                         "client_msg_id '" + Utf8Prefix(m.client_msg_id, 80) +
-                             "' was already used for another kind of request in this conversation");
+    if (auto same = store::CheckSameKind(*original, m); !same) {
+        return same.error();
     }
     return std::optional<AppendResult>(AppendResult{std::move(*original), true});
 }
@@ -554,7 +550,7 @@ Result<std::optional<AppendResult>> Duplicate(pg::Conn& c, const MessageRecord& 
 // The sender's and the targets' membership, as it is now (the caller checked a cached view).
 Status CheckMembers(pg::Conn& c, const AppendRequest& req) {
     const MessageRecord& m = req.message;
-    auto member = [&](const std::string& user) -> std::optional<std::pair<MemberRole, int64_t>> {
+    return store::CheckMembers(req, [&](const std::string& user) -> std::optional<std::pair<MemberRole, int64_t>> {
         auto r = c.Exec("SELECT role, muted_until_ms FROM members WHERE tenant_id = $1 AND conversation_id = $2 AND "
                         "user_id = $3",
                         {m.tenant_id, m.conversation_id, user});
@@ -562,41 +558,7 @@ Status CheckMembers(pg::Conn& c, const AppendRequest& req) {
             return std::nullopt;
         }
         return std::make_pair(static_cast<MemberRole>(r.Int(0, 0)), r.Int(0, 1));
-    };
-    if (req.check_sender) {
-        auto me = member(m.sender_id);
-        if (!me) {
-            return MakeError(Errc::kPermissionDenied, "not_member",
-                             "you are not a member of conversation '" + m.conversation_id + "'");
-        }
-        if (static_cast<int>(me->first) < static_cast<int>(req.min_sender_role)) {
-            return MakeError(Errc::kPermissionDenied, "insufficient_role",
-                             "your role in '" + m.conversation_id + "' does not allow this");
-        }
-        if (req.refuse_muted && me->second > m.server_time_ms) {
-            return MakeError(Errc::kPermissionDenied, "member_muted", "you are muted in this group");
-        }
-    }
-    if (m.kind != MessageKind::kEvent) {
-        return {};
-    }
-    const EventType t = m.event.type;
-    for (const auto& u : m.event.user_ids) {
-        auto it = member(u);
-        if (t == EventType::kMembersAdded && it) {
-            return Precondition("already_member", "'" + u + "' is already a member");
-        }
-        if (t == EventType::kMembersRemoved || t == EventType::kRoleChanged || t == EventType::kMemberMuted) {
-            if (!it) {
-                return Precondition("not_member", "'" + u + "' is not a member of '" + m.conversation_id + "'");
-            }
-            if (req.targets_below && static_cast<int>(it->first) >= static_cast<int>(*req.targets_below)) {
-                return MakeError(Errc::kPermissionDenied, "insufficient_role",
-                                 "'" + u + "' has the same role as you or a higher one");
-            }
-        }
-    }
-    return {};
+    });
 }
 
 Result<AppendResult> AppendInTransaction(pg::Conn& c, const AppendRequest& req) {

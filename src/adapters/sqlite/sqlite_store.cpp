@@ -808,13 +808,8 @@ private:
         if (!original) {
             return std::optional<AppendResult>();
         }
-        const MessageRecord& m = req_.message;
-        const bool same = (original->kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
-                          (m.kind != MessageKind::kEvent || original->event.type == m.event.type);
-        if (!same) {
-            return MakeError(Errc::kAlreadyExists, "client_msg_id_reused",
-                             "client_msg_id '" + Utf8Prefix(m.client_msg_id, 80) +
-                                 "' was already used for another kind of request in this conversation");
+        if (auto same = store::CheckSameKind(*original, req_.message); !same) {
+            return same.error();
         }
         return std::optional<AppendResult>(AppendResult{std::move(*original), true});
     }
@@ -824,7 +819,7 @@ private:
         const MessageRecord& m = req_.message;
         Stmt q = w.Prepare(
             "SELECT role, muted_until_ms FROM members WHERE tenant_id=?1 AND conversation_id=?2 AND user_id=?3");
-        auto member = [&](const std::string& user) -> std::optional<std::pair<MemberRole, int64_t>> {
+        return store::CheckMembers(req_, [&](const std::string& user) {
             q.Bind(m.tenant_id, m.conversation_id, user);
             std::optional<std::pair<MemberRole, int64_t>> out;
             if (q.Step()) {
@@ -832,41 +827,7 @@ private:
             }
             q.Reset();
             return out;
-        };
-        if (req_.check_sender) {
-            auto me = member(m.sender_id);
-            if (!me) {
-                return MakeError(Errc::kPermissionDenied, "not_member",
-                                 "you are not a member of conversation '" + m.conversation_id + "'");
-            }
-            if (static_cast<int>(me->first) < static_cast<int>(req_.min_sender_role)) {
-                return MakeError(Errc::kPermissionDenied, "insufficient_role",
-                                 "your role in '" + m.conversation_id + "' does not allow this");
-            }
-            if (req_.refuse_muted && me->second > m.server_time_ms) {
-                return MakeError(Errc::kPermissionDenied, "member_muted", "you are muted in this group");
-            }
-        }
-        if (m.kind != MessageKind::kEvent) {
-            return {};
-        }
-        const EventType t = m.event.type;
-        for (const auto& u : m.event.user_ids) {
-            auto it = member(u);
-            if (t == EventType::kMembersAdded && it) {
-                return Precondition("already_member", "'" + u + "' is already a member");
-            }
-            if (t == EventType::kMembersRemoved || t == EventType::kRoleChanged || t == EventType::kMemberMuted) {
-                if (!it) {
-                    return Precondition("not_member", "'" + u + "' is not a member of '" + m.conversation_id + "'");
-                }
-                if (req_.targets_below && static_cast<int>(it->first) >= static_cast<int>(*req_.targets_below)) {
-                    return MakeError(Errc::kPermissionDenied, "insufficient_role",
-                                     "'" + u + "' has the same role as you or a higher one");
-                }
-            }
-        }
-        return {};
+        });
     }
 
     Result<AppendResult> Append(SqliteStore::Writer& w) {
