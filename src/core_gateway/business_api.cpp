@@ -516,7 +516,6 @@ void BusinessApi::ListHooks(const Caller& caller, const bpb::ListHooksRequest&, 
         google::protobuf::util::JsonParseOptions jo;
         jo.ignore_unknown_fields = true;
         for (auto& spec : *list) {
-            spec.secret = spec.secret.empty() ? "" : "(set)";
             (void)google::protobuf::util::JsonStringToMessage(hooks::HookToJson(spec), out.add_hooks(), jo);
         }
         done(std::move(out));

@@ -140,6 +140,11 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
             return reply(Reply{http::status::ok, "ok\n"});
         }
         if (req.method() == http::verb::get && target == "/metrics") {
+            // Operator data (hook names, tenants): a business token is required, as for the API.
+            auto caller = api.Authenticate(req[http::field::authorization]);
+            if (!caller) {
+                return reply(ErrorReply(caller.error()));
+            }
             return reply(Reply{http::status::ok, api.RenderMetrics()});
         }
         constexpr std::string_view kPrefix = "/api/v1/";

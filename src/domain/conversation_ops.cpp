@@ -668,6 +668,12 @@ void MessageOrchestrator::SendOperation(SendCommand command, Callback<SendReceip
                     }
                 }
                 command.text.clear();
+                if (type == EventType::kEdited && hooks_ != nullptr && command.check_membership &&
+                    NeedsPreSend(resolved.ref.id, command)) {
+                    // The new text passes the pre_send hooks like a message's.
+                    return EnqueuePreSend(
+                        PreSendItem{std::move(command), std::move(resolved), std::move(done), std::move(on_delivered)});
+                }
                 CommitResolved(std::move(command), std::move(resolved), std::move(done), std::move(on_delivered));
             });
     });

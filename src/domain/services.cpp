@@ -590,13 +590,22 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
                                                         "only a group's owner and admins may mention @all"));
                               }
                           }
-                          if (hooks_ != nullptr && command.check_membership && hooks_->Wants(HookPoint::kPreSend)) {
+                          if (hooks_ != nullptr && command.check_membership && NeedsPreSend(resolved->ref.id, command)) {
                               return EnqueuePreSend(PreSendItem{std::move(command), std::move(resolved.value()),
                                                                 std::move(done), std::move(on_delivered)});
                           }
                           CommitResolved(std::move(command), std::move(resolved.value()), std::move(done),
                                          std::move(on_delivered));
                       });
+}
+
+bool MessageOrchestrator::NeedsPreSend(const std::string& conversation_id, const SendCommand& c) {
+    if (hooks_->Wants(HookPoint::kPreSend)) {
+        return true;
+    }
+    // Hooks went away while some of this conversation's messages wait for theirs: queue behind them.
+    std::lock_guard lock(presend_mu_);
+    return presend_queues_.contains(c.sender.tenant_id + '\x1f' + conversation_id);
 }
 
 void MessageOrchestrator::EnqueuePreSend(PreSendItem item) {
@@ -634,8 +643,10 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
     e.message.sender_id = c.sender.user_id;
     e.message.sender_device_id = c.sender.device_id;
     e.message.server_time_ms = e.time_ms;
-    e.message.kind = c.kind;
-    e.message.text = c.text;
+    // An edit is checked like a message with its new text.
+    const bool edit = c.kind == MessageKind::kEvent;
+    e.message.kind = edit ? MessageKind::kText : c.kind;
+    e.message.text = edit ? c.event.text : c.text;
     e.message.mentions = c.mentions;
     e.message.mention_all = c.mention_all;
     hooks_->PreSend(std::move(e), [this, key](Result<PreSendVerdict> verdict) {
@@ -657,7 +668,7 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
                                 "hook '" + verdict->hook + "' rewrote the message to an empty or too long text"));
         } else {
             if (verdict && verdict->action == PreSendVerdict::Action::kRewrite) {
-                item.command.text = verdict->text;
+                (item.command.kind == MessageKind::kEvent ? item.command.event.text : item.command.text) = verdict->text;
             }
             CommitResolved(std::move(item.command), std::move(item.resolved), std::move(item.done),
                            std::move(item.on_delivered));

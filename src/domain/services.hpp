@@ -194,6 +194,7 @@ private:
         std::function<void(DeliveryStats)> on_delivered;
     };
     // Pre-send hooks run one message at a time per conversation, so messages keep their order.
+    bool NeedsPreSend(const std::string& conversation_id, const SendCommand& command);
     void EnqueuePreSend(PreSendItem item);
     void RunPreSend(const std::string& key);
     void PublishCommitted(const MessageRecord& m);

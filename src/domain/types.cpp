@@ -115,6 +115,16 @@ std::string_view EventTypeName(EventType t) {
     return "none";
 }
 
+std::optional<EventType> ParseEventTypeName(std::string_view s) {
+    for (int i = 0; i <= 44; ++i) {
+        const auto t = static_cast<EventType>(i);
+        if (EventTypeName(t) != "none" && EventTypeName(t) == s) {
+            return t;
+        }
+    }
+    return std::nullopt;
+}
+
 bool IsMessageOperation(EventType t) {
     return t == EventType::kRecalled || t == EventType::kEdited || t == EventType::kDeletedForEveryone ||
            t == EventType::kReactionAdded || t == EventType::kReactionRemoved;

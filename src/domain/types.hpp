@@ -46,6 +46,7 @@ enum class EventType {
     kNewMessages = 44,      // a large group has messages up to target_seq: pull them with syncMessages
 };
 std::string_view EventTypeName(EventType t);
+std::optional<EventType> ParseEventTypeName(std::string_view s);
 // The events that change a message (they need target_seq).
 bool IsMessageOperation(EventType t);
 bool IsMembershipEvent(EventType t);

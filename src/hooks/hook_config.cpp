@@ -1,10 +1,13 @@
 #include "hooks/hook_config.hpp"
 
 #include <boost/json.hpp>
+#include <boost/url/parse.hpp>
 #include <toml++/toml.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <set>
 
 namespace flare::hooks {
@@ -24,12 +27,35 @@ const std::set<std::string>& Transports() {
 struct Fields {
     HookSpec spec;
     std::string failure = "open";
+    std::set<std::string> keys;  // the keys given
 };
+
+// Which keys each transport uses (besides name, points, transport, priority and the selectors).
+const std::map<std::string, std::set<std::string>>& TransportKeys() {
+    static const std::map<std::string, std::set<std::string>> k{
+        {"webhook", {"url", "secret", "timeout_ms", "failure", "max_attempts", "retry_backoff_ms"}},
+        {"grpc", {"target", "timeout_ms", "failure", "max_attempts", "retry_backoff_ms"}},
+        {"keyword_filter", {"keywords", "mask"}},
+        {"rate_limit", {"rate_limit", "rate_window_ms"}},
+    };
+    return k;
+}
+
+bool ValidPort(std::string_view p) {
+    if (p.empty() || p.size() > 5) return false;
+    int v = 0;
+    for (char c : p) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + (c - '0');
+    }
+    return v >= 1 && v <= 65535;
+}
 
 // Applies one key; returns an error text (without location) or "".
 template <typename GetStr, typename GetInt, typename GetBool, typename GetList>
 std::string ApplyKey(Fields& f, const std::string& key, GetStr str, GetInt num, GetBool boolean, GetList list) {
     HookSpec& s = f.spec;
+    f.keys.insert(key);
     auto str_list = [&](std::vector<std::string>& out) -> std::string {
         auto v = list();
         if (!v) return "'" + key + "' must be a list of strings";
@@ -108,6 +134,20 @@ std::string Finish(Fields& f) {
         return "'failure' must be \"open\" or \"closed\"";
     }
     f.spec.fail_open = f.failure == "open";
+    static const std::set<std::string> kCommon{"name", "points", "transport", "priority", "tenants",
+                                                "conversation_types", "message_kinds"};
+    auto t = TransportKeys().find(f.spec.transport);
+    if (t != TransportKeys().end()) {
+        for (const auto& k : f.keys) {
+            if (!kCommon.contains(k) && !t->second.contains(k)) {
+                return "'" + k + "' does not apply to transport '" + f.spec.transport + "'";
+            }
+        }
+    }
+    if (f.failure == "closed" &&
+        std::find(f.spec.points.begin(), f.spec.points.end(), HookPoint::kPreSend) == f.spec.points.end()) {
+        return "'failure' applies to pre_send only (the other points are retried instead)";
+    }
     if (auto s = ValidateHook(f.spec); !s) {
         return s.error().message;
     }
@@ -147,6 +187,8 @@ Status LoadFile(const std::filesystem::path& path, std::vector<HookSpec>& out) {
             name_for_errors = n->get();
         }
         const std::string label = name_for_errors.empty() ? "hook" : "hook '" + name_for_errors + "'";
+        // toml++ lists a table's keys in name order: report the mistake that comes first in the file.
+        std::optional<std::pair<int64_t, std::string>> first_error;
         for (auto&& [key, value] : *t) {
             const std::string k(key.str());
             const toml::node* node = &value;
@@ -174,8 +216,14 @@ Status LoadFile(const std::filesystem::path& path, std::vector<HookSpec>& out) {
                 return out;
             };
             if (auto e = ApplyKey(f, k, str, num, boolean, list); !e.empty()) {
-                return Bad(where(value) + ": " + label + ": " + e);
+                const int64_t line = value.source().begin.line;
+                if (!first_error || line < first_error->first) {
+                    first_error.emplace(line, where(value) + ": " + label + ": " + e);
+                }
             }
+        }
+        if (first_error) {
+            return Bad(first_error->second);
         }
         f.spec.source = where(item);
         if (auto e = Finish(f); !e.empty()) {
@@ -201,16 +249,28 @@ Status ValidateHook(const HookSpec& s) {
     }
     const bool only_pre_send = std::all_of(s.points.begin(), s.points.end(),
                                            [](HookPoint p) { return p == HookPoint::kPreSend; });
+    for (const auto& t : s.tenants) {
+        if (!IsValidName(t)) {
+            return Bad("'tenants': '" + Utf8Prefix(t, 80) + "' is not a tenant id");
+        }
+    }
     if (s.transport == "webhook") {
-        if (!s.url.starts_with("http://") || s.url.size() <= 7) {
-            return Bad("'url' must be an http:// URL for a webhook (put TLS in front of the receiver)");
+        auto u = boost::urls::parse_uri(s.url);
+        if (!u || u->scheme() != "http" || u->host().empty() || u->host().find_first_of(" []") != std::string::npos ||
+            (u->has_port() && !ValidPort(u->port())) || u->has_userinfo()) {
+            return Bad("'url' must be http://host[:port]/path (no user info; an IPv4 address or a name; put TLS in "
+                       "front of the receiver)");
         }
         if (s.secret.empty()) {
             return Bad("'secret' is required for a webhook: it signs X-Flare-Signature");
         }
     }
-    if (s.transport == "grpc" && (s.target.empty() || s.target.find(':') == std::string::npos)) {
-        return Bad("'target' must be host:port of a HookExtension service");
+    if (s.transport == "grpc") {
+        const auto colon = s.target.rfind(':');
+        if (colon == std::string::npos || colon == 0 || !ValidPort(std::string_view(s.target).substr(colon + 1)) ||
+            s.target.find_first_of(" /") != std::string::npos) {
+            return Bad("'target' must be host:port of a HookExtension service");
+        }
     }
     if (s.transport == "keyword_filter") {
         if (s.keywords.empty()) return Bad("'keywords' must list at least one word");
@@ -236,7 +296,10 @@ Result<std::vector<HookSpec>> LoadHookFiles(const std::string& file, const std::
             return s.error();
         }
     }
-    if (!dir.empty() && std::filesystem::is_directory(dir)) {
+    if (!dir.empty() && !std::filesystem::is_directory(dir)) {
+        return Bad(dir + ": no such hooks folder");
+    }
+    if (!dir.empty()) {
         std::vector<std::filesystem::path> files;
         for (const auto& e : std::filesystem::directory_iterator(dir)) {
             if (e.is_regular_file() && e.path().extension() == ".toml") {
@@ -286,10 +349,12 @@ std::string HookToJson(const HookSpec& s) {
         o["message_kinds"] = std::move(a);
     }
     o["priority"] = s.priority;
-    o["timeout_ms"] = s.timeout_ms;
-    o["failure"] = s.fail_open ? "open" : "closed";
-    o["max_attempts"] = s.max_attempts;
-    o["retry_backoff_ms"] = s.retry_backoff_ms;
+    if (s.transport == "webhook" || s.transport == "grpc") {  // only the keys the transport uses
+        o["timeout_ms"] = s.timeout_ms;
+        o["failure"] = s.fail_open ? "open" : "closed";
+        o["max_attempts"] = s.max_attempts;
+        o["retry_backoff_ms"] = s.retry_backoff_ms;
+    }
     if (!s.keywords.empty()) o["keywords"] = strings(s.keywords);
     if (s.mask) o["mask"] = true;
     if (s.rate_limit != 0) {

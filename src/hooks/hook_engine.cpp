@@ -19,6 +19,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -37,6 +38,9 @@ using asio::ip::tcp;
 namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto kPreSendBudget = std::chrono::milliseconds(8000);
+constexpr size_t kMaxReasonBytes = 1024;
+constexpr size_t kMaxHooksPerTenant = 20;
 
 // The outcome of one call to one hook.
 struct CallResult {
@@ -73,13 +77,18 @@ std::string Escape(const std::string& s) {  // a Prometheus label value
 
 }  // namespace
 
+// rate_limit: per (tenant, user) the current window's start and count. Kept across reloads and
+// changes of other hooks (a rebuilt list must not forgive everyone).
+struct Limiter {
+    std::mutex mu;
+    std::unordered_map<std::string, std::pair<int64_t, uint32_t>> windows;
+};
+
 struct Hook {
     HookSpec spec;
     std::shared_ptr<Stats> stats;
     std::shared_ptr<hpb::HookExtension::Stub> stub;  // grpc
-    // rate_limit: per (tenant, user) the current window's start and count.
-    std::mutex mu;
-    std::unordered_map<std::string, std::pair<int64_t, uint32_t>> windows;
+    std::shared_ptr<Limiter> limiter;                // rate_limit
 };
 
 using HookList = std::vector<std::shared_ptr<Hook>>;
@@ -99,6 +108,8 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
     std::map<std::pair<std::string, std::string>, HookSpec> api_hooks;  // (tenant, name)
     std::map<std::string, std::shared_ptr<Stats>> stats;                // by "tenant/name"
     std::map<std::string, std::shared_ptr<hpb::HookExtension::Stub>> stubs;  // by target
+    std::map<std::string, std::shared_ptr<Limiter>> limiters;               // by "tenant/name"
+    std::map<std::string, size_t> tenant_queued;  // asynchronous deliveries per hook owner ("" files)
     std::shared_ptr<const HookList> hooks = std::make_shared<HookList>();
     std::atomic<uint32_t> active{0};  // bit per HookPoint
     std::atomic<size_t> queued{0};
@@ -126,11 +137,25 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
                 }
                 h->stub = stub;
             }
+            if (spec.transport == "rate_limit") {
+                auto& l = limiters[spec.owner_tenant + "/" + spec.name];
+                if (!l) l = std::make_shared<Limiter>();
+                h->limiter = l;
+            }
             for (auto p : spec.points) bits |= 1u << static_cast<int>(p);
             list->push_back(std::move(h));
         };
         for (const auto& s : file_hooks) add(s);
         for (const auto& [key, s] : api_hooks) add(s);
+        // Forget what belonged to hooks that are gone (channels, counters, windows).
+        std::set<std::string> keys, targets;
+        for (const auto& h : *list) {
+            keys.insert(h->spec.owner_tenant + "/" + h->spec.name);
+            if (h->spec.transport == "grpc") targets.insert(h->spec.target);
+        }
+        std::erase_if(stats, [&](const auto& e) { return !keys.contains(e.first); });
+        std::erase_if(limiters, [&](const auto& e) { return !keys.contains(e.first); });
+        std::erase_if(stubs, [&](const auto& e) { return !targets.contains(e.first); });
         std::stable_sort(list->begin(), list->end(), [](const auto& a, const auto& b) {
             return a->spec.priority < b->spec.priority;
         });
@@ -224,6 +249,11 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
             co_return out;
         }
         if (pre_send && !res.body().empty()) {
+            if (res.body().find('{') == std::string::npos) {
+                out.kind = CallResult::Kind::kFailed;
+                out.error = "the answer is not a JSON object";
+                co_return out;
+            }
             hpb::PreSendReply reply;
             google::protobuf::util::JsonParseOptions jo;
             jo.ignore_unknown_fields = true;
@@ -321,11 +351,15 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
         }
         if (s.transport == "rate_limit") {
             const int64_t now = clock.NowMs();
-            std::lock_guard lock(hook.mu);
-            if (hook.windows.size() > 100'000) {
-                hook.windows.clear();  // bounded: forgetting old windows only forgives
+            Limiter& l = *hook.limiter;
+            std::lock_guard lock(l.mu);
+            if (l.windows.size() > 100'000) {
+                // Bounded: drop the windows that are over (they would start afresh anyway).
+                std::erase_if(l.windows, [&](const auto& w) {
+                    return now - w.second.first >= static_cast<int64_t>(s.rate_window_ms);
+                });
             }
-            auto& [start, count] = hook.windows[e.tenant_id + '\x1f' + e.user_id];
+            auto& [start, count] = l.windows[e.tenant_id + '\x1f' + e.user_id];
             if (now - start >= static_cast<int64_t>(s.rate_window_ms)) {
                 start = now;
                 count = 0;
@@ -373,10 +407,28 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
     asio::awaitable<void> RunPreSend(std::shared_ptr<const HookList> list, HookEvent e, Callback<PreSendVerdict> done) {
         PreSendVerdict result;
         const std::string original = e.message.text;
+        // The whole chain answers within the budget (callers give up after kPreSendBudget + 2 s):
+        // a hook that would run past it gets only what is left, and its failure policy applies.
+        const auto deadline = std::chrono::steady_clock::now() + kPreSendBudget;
         for (const auto& hook : *list) {
             if (!Matches(*hook, e)) continue;
             const auto start = std::chrono::steady_clock::now();
-            CallResult r = co_await CallOnce(hook, e);
+            CallResult r;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - start);
+            if (left.count() <= 0) {
+                r.kind = CallResult::Kind::kTimeout;
+                r.error = "the pre_send chain used up its time";
+            } else if (left.count() < static_cast<int64_t>(hook->spec.timeout_ms)) {
+                auto shortened = std::make_shared<Hook>();
+                shortened->spec = hook->spec;
+                shortened->spec.timeout_ms = static_cast<uint32_t>(left.count());
+                shortened->stats = hook->stats;
+                shortened->stub = hook->stub;
+                shortened->limiter = hook->limiter;
+                r = co_await CallOnce(shortened, e);
+            } else {
+                r = co_await CallOnce(hook, e);
+            }
             Record(*hook, r, start);
             if (r.kind != CallResult::Kind::kOk) {
                 spdlog::warn("hook '{}' (pre_send) {}: {}", hook->spec.name,
@@ -391,6 +443,7 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
             }
             if (r.verdict.action == PreSendVerdict::Action::kReject) {
                 result = r.verdict;
+                result.reason = Utf8Prefix(result.reason, kMaxReasonBytes);
                 result.hook = hook->spec.name;
                 if (result.reason.empty()) result.reason = "rejected by hook '" + hook->spec.name + "'";
                 done(result);
@@ -408,11 +461,35 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
         done(result);
     }
 
+    // Takes a place in the asynchronous queue for `owner` ("" for the files' hooks): each tenant's
+    // hooks get at most a tenth of it, so one tenant cannot crowd out the others.
+    bool Reserve(const std::string& owner) {
+        std::lock_guard lock(mu);
+        const size_t share = owner.empty() ? options.max_queued : std::max<size_t>(options.max_queued / 10, 1);
+        auto& n = tenant_queued[owner];
+        if (queued.load() >= options.max_queued || n >= share) {
+            if (n == 0) tenant_queued.erase(owner);
+            return false;
+        }
+        ++n;
+        ++queued;
+        return true;
+    }
+    void Release(const std::string& owner) {
+        std::lock_guard lock(mu);
+        auto it = tenant_queued.find(owner);
+        if (it != tenant_queued.end() && --it->second == 0) {
+            tenant_queued.erase(it);
+        }
+        --queued;
+    }
+
     asio::awaitable<void> Deliver(std::shared_ptr<Hook> hook, HookEvent e) {
         struct Leave {
-            std::atomic<size_t>& n;
-            ~Leave() { --n; }
-        } leave{queued};
+            Impl* impl;
+            std::string owner;
+            ~Leave() { impl->Release(owner); }
+        } leave{this, hook->spec.owner_tenant};
         auto backoff = std::chrono::milliseconds(hook->spec.retry_backoff_ms);
         for (uint32_t attempt = 1;; ++attempt) {
             const auto start = std::chrono::steady_clock::now();
@@ -471,9 +548,9 @@ Status HookEngine::Start() {
         impl_->RebuildLocked();
     }
     impl_->work.emplace(impl_->io.get_executor());
-    for (int i = 0; i < 2; ++i) {
-        impl_->threads.emplace_back([impl = impl_.get()] { impl->io.run(); });
-    }
+    // One thread: every coroutine, timer and stream of the engine runs on it (no strand needed);
+    // webhook and gRPC calls are asynchronous, so it waits on none of them.
+    impl_->threads.emplace_back([impl = impl_.get()] { impl->io.run(); });
     spdlog::info("hooks: {} configured ({} from files)", hook_count(), impl_->file_hooks.size());
     return {};
 }
@@ -511,7 +588,9 @@ bool HookEngine::Wants(HookPoint point) const {
 
 void HookEngine::PreSend(HookEvent event, Callback<PreSendVerdict> done) {
     if (!Wants(HookPoint::kPreSend)) {
-        return done(PreSendVerdict{});
+        // Answered on the engine's thread, never inline: a caller's queue of sends does not recurse.
+        asio::post(impl_->io, [done = std::move(done)] { done(PreSendVerdict{}); });
+        return;
     }
     event.point = HookPoint::kPreSend;
     auto list = impl_->Snapshot();
@@ -532,8 +611,7 @@ void HookEngine::Publish(HookEvent event) {
             hook->spec.transport == "rate_limit") {
             continue;
         }
-        if (impl_->queued.fetch_add(1) >= impl_->options.max_queued) {
-            --impl_->queued;
+        if (!impl_->Reserve(hook->spec.owner_tenant)) {
             ++impl_->dropped;
             continue;
         }
@@ -548,6 +626,25 @@ void HookEngine::PutHook(std::string tenant_id, HookSpec spec, StatusCallback do
     spec.owner_tenant = tenant_id;
     spec.source = "api";
     spec.tenants.clear();  // a tenant's hook sees only its tenant
+    {
+        std::lock_guard lock(impl_->mu);
+        auto existing = impl_->api_hooks.find({tenant_id, spec.name});
+        if (spec.secret == kSecretShown) {
+            // What ListHooks shows for a secret: keep the hook's own.
+            if (existing == impl_->api_hooks.end()) {
+                return done(MakeError(Errc::kInvalidArgument, "bad_hook", "secret: give the webhook's secret"));
+            }
+            spec.secret = existing->second.secret;
+        }
+        size_t count = 0;
+        for (const auto& [key, h] : impl_->api_hooks) {
+            count += key.first == tenant_id ? 1 : 0;
+        }
+        if (existing == impl_->api_hooks.end() && count >= kMaxHooksPerTenant) {
+            return done(MakeError(Errc::kResourceExhausted, "too_many_hooks",
+                                  "a tenant has at most " + std::to_string(kMaxHooksPerTenant) + " hooks"));
+        }
+    }
     if (auto s = ValidateHook(spec); !s) {
         return done(s.error());
     }
@@ -603,6 +700,9 @@ void HookEngine::ListHooks(std::string tenant_id, Callback<std::vector<HookSpec>
         for (const auto& [key, spec] : impl_->api_hooks) {
             if (key.first == tenant_id) {
                 out.push_back(spec);
+                if (!out.back().secret.empty()) {
+                    out.back().secret = kSecretShown;  // never handed out; PutHook with it keeps it
+                }
             }
         }
     }

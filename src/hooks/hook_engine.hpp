@@ -18,6 +18,9 @@ struct HookEngineOptions {
     size_t max_queued = 10'000;  // asynchronous deliveries waiting or retrying; beyond, events are dropped
 };
 
+// What ListHooks shows in place of a secret; PutHook with it keeps the hook's secret.
+inline constexpr const char* kSecretShown = "(set)";
+
 class HookEngine final : public HookApi {
 public:
     // `store` (may be null) keeps the hooks managed at runtime.

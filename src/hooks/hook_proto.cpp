@@ -67,6 +67,11 @@ HookEvent FromProto(const hpb::HookEvent& p) {
     m.mentions.assign(pm.mentions().begin(), pm.mentions().end());
     m.mention_all = pm.mention_all();
     m.event.target_seq = pm.target_seq();
+    m.event.type = ParseEventTypeName(pm.event_type()).value_or(EventType::kNone);
+    m.event.user_ids.assign(p.user_ids().begin(), p.user_ids().end());
+    if (m.event.type == EventType::kReactionAdded || m.event.type == EventType::kReactionRemoved) {
+        m.event.text = p.emoji();
+    }
     e.seq = p.seq();
     e.user_ids.assign(p.user_ids().begin(), p.user_ids().end());
     e.action = p.action();

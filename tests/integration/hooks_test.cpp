@@ -216,6 +216,11 @@ std::optional<pb::ServerFrame> SendText(TestClient& c, const std::string& conv, 
 
 const std::string kDirect = "direct:alice:bob";
 
+std::string Metrics(TestServer& server) {
+    return RawHttp(server.http_port(), "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + BusinessToken() +
+                                           "\r\nConnection: close\r\n\r\n");
+}
+
 // A pre-send webhook rejects a message with a forbidden word: the sender gets the hook's reason,
 // nobody receives it, nothing is stored; other messages pass. A second hook rewrites text.
 TEST(Hooks, PreSendWebhookRejectsAndAnotherRewrites) {
@@ -286,7 +291,7 @@ TEST(Hooks, SlowHookHitsItsTimeoutAndTheFailurePolicyApplies) {
     EXPECT_EQ(closed->error().reason(), "rejected_by_hook");
     EXPECT_NE(closed->error().message().find("slow-closed"), std::string::npos) << closed->error().message();
     EXPECT_NE(closed->error().message().find("timed out"), std::string::npos) << closed->error().message();
-    auto metrics = RawHttp(server->http_port(), "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto metrics = Metrics(*server);
     EXPECT_NE(metrics.find("flare_hook_timeouts_total{hook=\"slow-open\",tenant=\"\"} 1"), std::string::npos) << metrics;
     EXPECT_NE(metrics.find("flare_hook_timeouts_total{hook=\"slow-closed\",tenant=\"\"} 1"), std::string::npos)
         << metrics;
@@ -423,7 +428,7 @@ TEST(Hooks, AsynchronousHooksRetryAndNeverSlowTheSend) {
         << "a slow post_send hook does not slow the send";
     ASSERT_TRUE(flaky.Wait([&](const HttpRequest&) { return calls.load() >= 3; }));
     EXPECT_EQ(flaky.requests().size(), 3u) << "two failures, then delivered";
-    auto metrics = RawHttp(server->http_port(), "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto metrics = Metrics(*server);
     EXPECT_NE(metrics.find("flare_hook_retries_total{hook=\"flaky\",tenant=\"\"} 2"), std::string::npos) << metrics;
 }
 
@@ -448,6 +453,37 @@ TEST(Hooks, KeywordFilterAndRateLimit) {
     ASSERT_TRUE(limited && limited->has_error());
     EXPECT_NE(limited->error().message().find("rate_limited"), std::string::npos) << limited->error().message();
     ASSERT_TRUE(SendText(*bob, kDirect, "bob has his own budget")->has_send());
+    // Another tenant adding a hook (the hook list is rebuilt) forgives nobody.
+    auto stub = bpb::BusinessService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server->grpc_port()), grpc::InsecureChannelCredentials()));
+    bpb::PutHookRequest put;
+    put.mutable_hook()->set_name("theirs");
+    put.mutable_hook()->add_points("pre_send");
+    put.mutable_hook()->set_transport("keyword_filter");
+    put.mutable_hook()->add_keywords("zzz");
+    bpb::PutHookResponse resp;
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + BusinessToken("globex"));
+    ASSERT_TRUE(stub->PutHook(&ctx, put, &resp).ok());
+    auto still = SendText(*alice, kDirect, "five");
+    ASSERT_TRUE(still && still->has_error()) << "the rate limit survived the rebuild";
+    // An edit passes the pre_send hooks like a message (bob edits his message into spam).
+    auto bobs = SendText(*bob, kDirect, "harmless");
+    ASSERT_TRUE(bobs && bobs->has_send());
+    pb::ClientFrame edit;
+    edit.mutable_message_op()->set_conversation_id(kDirect);
+    edit.mutable_message_op()->set_seq(bobs->send().seq());
+    edit.mutable_message_op()->mutable_edit()->set_text("now it is spam");
+    auto refused = bob->Request(edit);
+    ASSERT_TRUE(refused && refused->has_error()) << refused->DebugString();
+    EXPECT_EQ(refused->error().reason(), "rejected_by_hook");
+    edit.mutable_message_op()->mutable_edit()->set_text("oh heck");
+    auto masked_edit = bob->Request(edit);
+    ASSERT_TRUE(masked_edit && masked_edit->has_message_op()) << masked_edit->DebugString();
+    pb::ClientFrame get;
+    get.mutable_get_message()->set_conversation_id(kDirect);
+    get.mutable_get_message()->set_seq(bobs->send().seq());
+    EXPECT_EQ(bob->Request(get)->get_message().message().text(), "oh ****");
 }
 
 // A gRPC HookExtension service started by the test rejects and rewrites.
@@ -592,11 +628,32 @@ TEST(Hooks, BusinessApiManagesHooksPerTenant) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(s.error_message().find("'url'"), std::string::npos) << s.error_message();
 
+    // A webhook's secret is never listed; putting back what ListHooks shows keeps it.
+    HookReceiver receiver([](const HttpRequest&) { return HttpReply{200, ""}; });
+    bpb::PutHookRequest web;
+    web.mutable_hook()->set_name("audit");
+    web.mutable_hook()->add_points("post_send");
+    web.mutable_hook()->set_transport("webhook");
+    web.mutable_hook()->set_url(receiver.url());
+    web.mutable_hook()->set_secret("tenant-secret");
+    ASSERT_TRUE(call(&bpb::BusinessService::Stub::PutHook, web, &put_resp).ok());
+
     bpb::ListHooksResponse list;
     ASSERT_TRUE(call(&bpb::BusinessService::Stub::ListHooks, bpb::ListHooksRequest{}, &list).ok());
-    ASSERT_EQ(list.hooks_size(), 1);
-    EXPECT_EQ(list.hooks(0).name(), "tenant-filter");
-    EXPECT_EQ(list.hooks(0).keywords(0), "refund");
+    ASSERT_EQ(list.hooks_size(), 2);
+    EXPECT_EQ(list.hooks(1).name(), "tenant-filter");
+    EXPECT_EQ(list.hooks(1).keywords(0), "refund");
+    EXPECT_EQ(list.hooks(0).secret(), "(set)");
+    bpb::PutHookRequest back;
+    *back.mutable_hook() = list.hooks(0);
+    back.mutable_hook()->set_timeout_ms(700);
+    ASSERT_TRUE(call(&bpb::BusinessService::Stub::PutHook, back, &put_resp).ok());
+    ASSERT_TRUE(SendText(*alice, kDirect, "audited")->has_send());
+    auto audited = receiver.WaitPoint("post_send");
+    ASSERT_TRUE(audited);
+    EXPECT_TRUE(hooks::Verify("tenant-secret", audited->headers["x-flare-timestamp"], audited->body,
+                              audited->headers["x-flare-signature"], std::time(nullptr)))
+        << "the secret survived a put of the listed hook";
 
     // Stored: a restart keeps it.
     server->Restart();

@@ -131,3 +131,104 @@ TEST(DistributedConfig, MalformedValuesAreNamed) {
 
 }  // namespace
 }  // namespace flare::app
+
+#include "hooks/hook_config.hpp"
+
+namespace flare {
+namespace {
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+    const auto path = std::filesystem::temp_directory_path() / ("flare-hookcfg-" + RandomHexId(4) + "-" + name);
+    std::ofstream(path) << text;
+    return path.string();
+}
+
+// The README's complete example (config/hooks.example.toml) is a valid hooks file.
+TEST(HookConfig, TheShippedExampleLoads) {
+    auto hooks = hooks::LoadHookFiles(std::string(FLARE_SOURCE_DIR) + "/config/hooks.example.toml", "");
+    ASSERT_TRUE(hooks.ok()) << hooks.error().message;
+    ASSERT_EQ(hooks->size(), 5u);
+    EXPECT_EQ((*hooks)[1].name, "moderation");
+    EXPECT_FALSE((*hooks)[1].fail_open);
+    EXPECT_EQ((*hooks)[1].timeout_ms, 300u);
+}
+
+// Mistakes are named by file, line and key; the first one in the file is the one reported.
+TEST(HookConfig, MistakesNameFileLineAndKey) {
+    struct Case {
+        std::string toml, expect;
+    };
+    const std::vector<Case> cases = {
+        {"[[hook]]\nname = \"a\"\nzeta = 1\npoints = [\"pre_send\"]\nalpha = 2\n", ":3: hook 'a': unknown key 'zeta'"},
+        {"[[hook]]\nname = \"k\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"x\"]\n"
+         "url = \"http://h/\"\n",
+         "'url' does not apply to transport 'keyword_filter'"},
+        {"[[hook]]\nname = \"w\"\npoints = [\"pre_send\"]\ntransport = \"webhook\"\nsecret = \"s\"\n"
+         "url = \"http://127.0.0.1:99999/x\"\n",
+         "'url' must be http://host[:port]/path"},
+        {"[[hook]]\nname = \"w\"\npoints = [\"pre_send\"]\ntransport = \"webhook\"\nsecret = \"s\"\n"
+         "url = \"http://user:pw@h/x\"\n",
+         "'url' must be http://host[:port]/path"},
+        {"[[hook]]\nname = \"g\"\npoints = [\"post_send\"]\ntransport = \"grpc\"\ntarget = \":\"\n",
+         "'target' must be host:port"},
+        {"[[hook]]\nname = \"g\"\npoints = [\"post_send\"]\ntransport = \"grpc\"\ntarget = \"h:1\"\nfailure = \"closed\"\n",
+         "'failure' applies to pre_send only"},
+        {"[[hook]]\nname = \"r\"\npoints = [\"pre_send\"]\ntransport = \"rate_limit\"\nrate_limit = 0\n",
+         ":5: hook 'r': 'rate_limit' must be in 1..1000000"},
+        {"[[hook]]\nname = \"t\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"x\"]\n"
+         "tenants = [\"\"]\n",
+         "'tenants': '' is not a tenant id"},
+        {"hook = 3\n", ":1: 'hook' must be an array of tables"},
+        {"[[hook]]\nname = \"a\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"x\"]\n"
+         "[[hook]]\nname = \"a\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"y\"]\n",
+         ":6: hook 'a': 'name' is already used"},
+        {"[[hook]\n", ":1: "},
+    };
+    for (const auto& c : cases) {
+        const std::string path = WriteTemp("h.toml", c.toml);
+        auto r = hooks::LoadHookFiles(path, "");
+        ASSERT_FALSE(r.ok()) << c.toml;
+        EXPECT_NE(r.error().message.find(path), std::string::npos) << r.error().message;
+        EXPECT_NE(r.error().message.find(c.expect), std::string::npos) << r.error().message << "\nexpected: " << c.expect;
+        std::filesystem::remove(path);
+    }
+    auto missing = hooks::LoadHookFiles("", "/nonexistent/hooks.d");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(missing.error().message.find("no such hooks folder"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace flare
+
+#include "hooks/hook_proto.hpp"
+
+namespace flare {
+namespace {
+
+// What the distributed services hand hook-engine (HookEvent over gRPC) keeps what webhooks show.
+TEST(HookProto, EventsSurviveTheTripToHookEngine) {
+    MessageRecord m;
+    m.tenant_id = "t";
+    m.conversation_id = "group:g";
+    m.conversation_type = ConversationType::kGroup;
+    m.seq = 9;
+    m.sender_id = "alice";
+    m.kind = MessageKind::kEvent;
+    m.event.type = EventType::kRecalled;
+    m.event.target_seq = 4;
+    HookEvent e = HookEventFor(HookPoint::kRecall, m);
+    e.seq = 4;
+    hooks::hpb::HookEvent wire;
+    hooks::ToProto(e, &wire);
+    HookEvent back = hooks::FromProto(wire);
+    hooks::hpb::HookEvent again;
+    hooks::ToProto(back, &again);
+    EXPECT_EQ(again.message().event_type(), "recalled");
+    EXPECT_EQ(again.message().target_seq(), 4u);
+    EXPECT_EQ(again.point(), "recall");
+    EXPECT_EQ(again.conversation_type(), "group");
+    EXPECT_EQ(again.SerializeAsString(), wire.SerializeAsString());
+}
+
+}  // namespace
+}  // namespace flare
