@@ -650,12 +650,12 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
     e.message.mentions = c.mentions;
     e.message.mention_all = c.mention_all;
     hooks_->PreSend(std::move(e), [this, key](Result<PreSendVerdict> verdict) {
+        // The front stays in the queue (moved from) until it is committed, so a send enqueued
+        // meanwhile waits behind it instead of starting a second run.
         PreSendItem item;
         {
             std::lock_guard lock(presend_mu_);
-            auto& q = presend_queues_[key];
-            item = std::move(q.front());
-            q.pop_front();
+            item = std::move(presend_queues_[key].front());
         }
         // An unreachable hook engine is treated as allowing (each hook's own failure policy was
         // applied by the engine).
@@ -677,6 +677,7 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
         {
             std::lock_guard lock(presend_mu_);
             auto it = presend_queues_.find(key);
+            it->second.pop_front();
             if (it->second.empty()) {
                 presend_queues_.erase(it);
             } else {
