@@ -86,6 +86,7 @@ struct SendReceipt {
     uint64_t seq = 0;
     int64_t server_time_ms = 0;
     bool duplicate = false;
+    std::string text;  // as stored (a pre-send hook may have rewritten it)
 };
 
 // Who gets a committed message live: every device of `recipients` except the sending connection.

@@ -747,7 +747,7 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
             if (!appended->duplicate && hooks_ != nullptr) {
                 PublishCommitted(m);
             }
-            done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate});
+            done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate, m.text});
         },
         std::move(on_delivered));
 }

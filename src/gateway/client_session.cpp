@@ -360,11 +360,12 @@ void ClientSession::HandleSend(const std::string& rid, const pb::SendRequest& re
     cmd.text = req.text();
     cmd.mentions.assign(req.mentions().begin(), req.mentions().end());
     cmd.mention_all = req.mention_all();
-    SendAndReply(rid, std::move(cmd), false);
+    SendAndReply(rid, std::move(cmd), false, req.text());
 }
 
-void ClientSession::SendAndReply(const std::string& rid, SendCommand cmd, bool op) {
-    services_.orchestrator.Send(std::move(cmd), OnStrand([this, rid, op](Result<SendReceipt> r) {
+void ClientSession::SendAndReply(const std::string& rid, SendCommand cmd, bool op, std::string sent_text) {
+    services_.orchestrator.Send(std::move(cmd), OnStrand([this, rid, op, sent_text = std::move(sent_text)](
+                                                              Result<SendReceipt> r) {
         if (!r) {
             return ReplyError(rid, r.error());
         }
@@ -376,6 +377,9 @@ void ClientSession::SendAndReply(const std::string& rid, SendCommand cmd, bool o
         s->set_seq(r->seq);
         s->set_server_time_ms(r->server_time_ms);
         s->set_duplicate(r->duplicate);
+        if (!op && r->text != sent_text) {
+            s->set_text(r->text);
+        }
         Reply(std::move(f));
     }));
 }

@@ -92,7 +92,7 @@ private:
     void HandleSyncConversations(const std::string& rid, const pb::SyncConversationsRequest& req);
     void HandleJoin(const std::string& rid, const pb::JoinRoomRequest& req);
     void HandleLeave(const std::string& rid, const pb::LeaveRoomRequest& req);
-    void SendAndReply(const std::string& rid, SendCommand cmd, bool op);
+    void SendAndReply(const std::string& rid, SendCommand cmd, bool op, std::string sent_text = {});
     void HandleGroup(const std::string& rid, const pb::GroupRequest& req);
     void HandleMessageOp(const std::string& rid, const pb::MessageOpRequest& req);
     UserStateCommand UserCommand(UserOp op, const std::string& conversation_id) const;

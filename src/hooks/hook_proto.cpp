@@ -32,6 +32,9 @@ void ToProto(const HookEvent& e, hpb::HookEvent* out) {
     if (m.kind == MessageKind::kEvent) {
         pm->set_event_type(std::string(EventTypeName(m.event.type)));
         pm->set_target_seq(m.event.target_seq);
+        if (m.event.type == EventType::kEdited) {
+            pm->set_text(m.event.text);  // the new text
+        }
     }
     out->set_seq(e.seq);
     for (const auto& u : e.user_ids) {
@@ -68,6 +71,10 @@ HookEvent FromProto(const hpb::HookEvent& p) {
     m.mention_all = pm.mention_all();
     m.event.target_seq = pm.target_seq();
     m.event.type = ParseEventTypeName(pm.event_type()).value_or(EventType::kNone);
+    if (m.event.type == EventType::kEdited) {
+        m.event.text = std::move(m.text);
+        m.text.clear();
+    }
     m.event.user_ids.assign(p.user_ids().begin(), p.user_ids().end());
     if (m.event.type == EventType::kReactionAdded || m.event.type == EventType::kReactionRemoved) {
         m.event.text = p.emoji();

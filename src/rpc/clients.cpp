@@ -510,7 +510,7 @@ private:
                         on_delivered(DeliveryStats{r.stats().devices(), r.stats().users()});
                     }
                     done(SendReceipt{r.conversation_id(), r.server_msg_id(), r.seq(), r.server_time_ms(),
-                                     r.duplicate()});
+                                     r.duplicate(), r.text()});
                 }
                 if (key.empty()) {
                     return;

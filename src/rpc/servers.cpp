@@ -279,6 +279,7 @@ public:
                     resp->set_seq(receipt.seq);
                     resp->set_server_time_ms(receipt.server_time_ms);
                     resp->set_duplicate(receipt.duplicate);
+                    resp->set_text(receipt.text);
                 });
             },
             std::move(on_delivered));

@@ -255,15 +255,25 @@ TEST(Hooks, PreSendWebhookRejectsAndAnotherRewrites) {
     EXPECT_TRUE(bob->Silent()) << "nobody receives a rejected message";
     EXPECT_TRUE(rewriter.requests().empty()) << "a rejection stops the chain";
 
-    auto ok = SendText(*alice, kDirect, "well darn");
+    auto ok = alice->Send(kDirect, "c-darn", "well darn");
     ASSERT_TRUE(ok && ok->has_send()) << ok->DebugString();
     EXPECT_EQ(ok->send().seq(), 1u) << "the rejected message took no seq";
+    EXPECT_EQ(ok->send().text(), "well d**n") << "the sender learns the text as stored";
     auto got = bob->Messages(1);
     ASSERT_EQ(got.size(), 1u);
     EXPECT_EQ(got[0].text(), "well d**n");
+    auto retried = alice->Send(kDirect, "c-darn", "well darn");
+    ASSERT_TRUE(retried && retried->has_send()) << retried->DebugString();
+    EXPECT_TRUE(retried->send().duplicate());
+    EXPECT_EQ(retried->send().seq(), 1u);
+    EXPECT_EQ(retried->send().text(), "well d**n") << "a retry is answered with the stored text";
+    auto plain = SendText(*alice, kDirect, "all fine");
+    ASSERT_TRUE(plain && plain->has_send()) << plain->DebugString();
+    EXPECT_EQ(plain->send().text(), "") << "an unchanged text is not echoed";
     auto history = bob->SyncAll(kDirect, 0);
-    ASSERT_EQ(history.size(), 1u);
+    ASSERT_EQ(history.size(), 2u);
     EXPECT_EQ(history[0].text(), "well d**n") << "the rewritten text is what is stored";
+    EXPECT_EQ(history[1].text(), "all fine");
     // The hook saw the message as it would be stored.
     auto seen = moderation.requests().back().event();
     EXPECT_EQ(seen.at("point").as_string(), "pre_send");

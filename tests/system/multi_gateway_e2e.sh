@@ -26,6 +26,13 @@ name = "e2e-filter"
 points = ["pre_send"]
 transport = "keyword_filter"
 keywords = ["forbidden-word"]
+
+[[hook]]
+name = "e2e-mask"
+points = ["pre_send"]
+transport = "keyword_filter"
+keywords = ["darn"]
+mask = true
 TOML
 export HOOKS_FILE=$WORK/hooks.toml
 C1_PID="" C2_PID="" C3_PID=""
@@ -85,10 +92,12 @@ echo "conversation operations across both gateways ($(grep -c '^\[       OK' "$W
 # Hooks: the orchestrator asks hook-engine before storing. The file's keyword filter refuses a
 # message; a hook put through the business API (core-gateway -> hook-engine, stored in PostgreSQL)
 # applies within about a second; hook-engine's /metrics counts them.
-printf 'a forbidden-word here\nthis one is fine\n' | NEGOTIATION_HOST=127.0.0.1:60052 "$BIN/chatroom_client" hooky --to user1 \
+printf 'a forbidden-word here\nthis one is fine\nwell darn\n' | NEGOTIATION_HOST=127.0.0.1:60052 "$BIN/chatroom_client" hooky --to user1 \
     --quiet >"$WORK/hook1.out" 2>"$WORK/hook1.err" 3>&- 4>&- && fail "a message with a forbidden word was accepted"
 grep -q "rejected_by_hook" "$WORK/hook1.err" || fail "no rejected_by_hook for the forbidden word: $(cat "$WORK/hook1.err")"
 grep -q "hooky: this one is fine" "$WORK/hook1.out" || fail "the allowed message did not go through: $(cat "$WORK/hook1.out")"
+grep -q "hooky: well \*\*\*\*$" "$WORK/hook1.out" || fail "the sender does not see the masked text: $(cat "$WORK/hook1.out")"
+grep -q "darn" "$WORK/hook1.out" && fail "the sender shows the text as typed, not as stored: $(cat "$WORK/hook1.out")"
 BT_HOOK=$("$BIN/flare" token crm --role business)
 put=$(curl -s -H "Authorization: Bearer $BT_HOOK" \
     -d '{"hook":{"name":"api-filter","points":["pre_send"],"transport":"keyword_filter","keywords":["refund"]}}' \

@@ -420,7 +420,7 @@ private:
         m.set_server_msg_id(s.server_msg_id());
         m.set_sender_id(o_.user);
         m.set_server_time_ms(s.server_time_ms());
-        m.set_text(it->text);
+        m.set_text(s.text().empty() ? it->text : s.text());  // a pre-send hook may have rewritten it
         pending_.erase(it);
         in_flight_ = false;
         OnPush(m);
