@@ -141,6 +141,33 @@ Status CheckMembers(const AppendRequest& req, const MemberLookup& member) {
     return {};
 }
 
+Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target, const std::function<bool()>& reacted) {
+    const MessageEvent& ev = m.event;
+    const std::string seq = std::to_string(ev.target_seq);
+    if (!target) {
+        return MakeError(Errc::kNotFound, "unknown_message", "'" + m.conversation_id + "' has no message " + seq);
+    }
+    if (target->kind != MessageKind::kText && target->kind != MessageKind::kSystem) {
+        return MakeError(Errc::kNotFound, "unknown_message", "seq " + seq + " of '" + m.conversation_id + "' is not a message");
+    }
+    if (target->flags & kFlagRecalled) {
+        return MakeError(Errc::kFailedPrecondition, "message_recalled", "message " + seq + " was recalled");
+    }
+    if (target->flags & kFlagDeleted) {
+        return MakeError(Errc::kFailedPrecondition, "message_deleted", "message " + seq + " was deleted");
+    }
+    if (ev.type == EventType::kReactionAdded || ev.type == EventType::kReactionRemoved) {
+        const bool exists = reacted();
+        if (ev.type == EventType::kReactionAdded && exists) {
+            return MakeError(Errc::kFailedPrecondition, "already_reacted", "you already reacted with " + ev.text);
+        }
+        if (ev.type == EventType::kReactionRemoved && !exists) {
+            return MakeError(Errc::kFailedPrecondition, "not_reacted", "you have not reacted with " + ev.text);
+        }
+    }
+    return {};
+}
+
 Status CheckSameKind(const MessageRecord& original, const MessageRecord& m) {
     const bool same = (original.kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
                       (m.kind != MessageKind::kEvent || original.event.type == m.event.type);

@@ -36,6 +36,19 @@ bool DecodeListCursor(std::string_view token, ListCursor& out);
 using MemberLookup = std::function<std::optional<std::pair<MemberRole, int64_t>>(const std::string& user)>;
 Status CheckMembers(const AppendRequest& req, const MemberLookup& member);
 
+// The message flags both stores keep in their `flags` column.
+constexpr int kFlagRecalled = 1;
+constexpr int kFlagDeleted = 2;
+
+// The preconditions of a message operation (recall, delete, edit, reaction) on its target, given
+// the target's row as it is now (std::nullopt: no such seq) and a way to ask whether the sender
+// already reacted with the event's emoji (asked only for reactions).
+struct TargetRow {
+    MessageKind kind = MessageKind::kText;
+    int64_t flags = 0;
+};
+Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target, const std::function<bool()>& reacted);
+
 // A repeated client_msg_id answers its original only for the same kind of request (a message, or an
 // event of the same type); otherwise kAlreadyExists "client_msg_id_reused".
 Status CheckSameKind(const MessageRecord& original, const MessageRecord& request);

@@ -33,9 +33,6 @@ constexpr const char* kMessageColumns =
     "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
     "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event, target_seq";
 
-constexpr int kFlagRecalled = 1;
-constexpr int kFlagDeleted = 2;
-
 bool Bool(const pg::Rows& r, int i, int col) { return r.Text(i, col) == "t"; }
 std::string Flag(bool b) { return b ? "true" : "false"; }
 
@@ -57,8 +54,8 @@ MessageRecord ReadMessage(const pg::Rows& r, int i) {
     m.kind = static_cast<MessageKind>(r.Int(i, 9));
     m.text = r.Text(i, 10);
     const int64_t flags = r.Int(i, 11);
-    m.recalled = (flags & kFlagRecalled) != 0;
-    m.deleted = (flags & kFlagDeleted) != 0;
+    m.recalled = (flags & store::kFlagRecalled) != 0;
+    m.deleted = (flags & store::kFlagDeleted) != 0;
     m.edit_version = static_cast<uint32_t>(r.Int(i, 12));
     m.edited_ms = r.Int(i, 13);
     m.mentions = store::SplitIds(r.Text(i, 14));
@@ -417,36 +414,16 @@ Status CheckTarget(pg::Conn& c, const MessageRecord& m) {
     auto r = c.Exec("SELECT kind, flags FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint "
                     "FOR UPDATE",
                     {m.tenant_id, m.conversation_id, Num(ev.target_seq)});
-    if (r.size() == 0) {
-        return MakeError(Errc::kNotFound, "unknown_message",
-                         "'" + m.conversation_id + "' has no message " + std::to_string(ev.target_seq));
+    std::optional<store::TargetRow> row;
+    if (r.size() > 0) {
+        row = store::TargetRow{static_cast<MessageKind>(r.Int(0, 0)), r.Int(0, 1)};
     }
-    const auto kind = static_cast<MessageKind>(r.Int(0, 0));
-    const int64_t flags = r.Int(0, 1);
-    if (kind != MessageKind::kText && kind != MessageKind::kSystem) {
-        return MakeError(Errc::kNotFound, "unknown_message",
-                         "seq " + std::to_string(ev.target_seq) + " of '" + m.conversation_id + "' is not a message");
-    }
-    if (flags & kFlagRecalled) {
-        return Precondition("message_recalled", "message " + std::to_string(ev.target_seq) + " was recalled");
-    }
-    if (flags & kFlagDeleted) {
-        return Precondition("message_deleted", "message " + std::to_string(ev.target_seq) + " was deleted");
-    }
-    if (ev.type == EventType::kReactionAdded || ev.type == EventType::kReactionRemoved) {
-        auto x = c.Exec(
-            "SELECT 1 FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint AND "
-            "emoji = $4 AND user_id = $5",
-            {m.tenant_id, m.conversation_id, Num(ev.target_seq), ev.text, m.sender_id});
-        const bool exists = x.size() > 0;
-        if (ev.type == EventType::kReactionAdded && exists) {
-            return Precondition("already_reacted", "you already reacted with " + ev.text);
-        }
-        if (ev.type == EventType::kReactionRemoved && !exists) {
-            return Precondition("not_reacted", "you have not reacted with " + ev.text);
-        }
-    }
-    return {};
+    return store::CheckTarget(m, row, [&] {
+        return c.Exec("SELECT 1 FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND "
+                      "seq = $3::bigint AND emoji = $4 AND user_id = $5",
+                      {m.tenant_id, m.conversation_id, Num(ev.target_seq), ev.text, m.sender_id})
+                   .size() > 0;
+    });
 }
 
 // Applies an event's effect, in the transaction that stores it (seq known).
@@ -495,7 +472,7 @@ void ApplyEvent(pg::Conn& c, const MessageRecord& m) {
             break;
         case EventType::kRecalled:
         case EventType::kDeletedForEveryone: {
-            const int flag = ev.type == EventType::kRecalled ? kFlagRecalled : kFlagDeleted;
+            const int flag = ev.type == EventType::kRecalled ? store::kFlagRecalled : store::kFlagDeleted;
             c.Exec("UPDATE messages SET flags = flags | $4::smallint, text = '', mentions = '', mention_all = false, "
                    "edit_version = 0, edited_ms = 0 "
                    "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",

@@ -193,9 +193,6 @@ CREATE TABLE IF NOT EXISTS hooks (
     PRIMARY KEY (tenant_id, name)) WITHOUT ROWID;
 )sql";
 
-constexpr int kFlagRecalled = 1;
-constexpr int kFlagDeleted = 2;
-
 constexpr const char* kMessageColumns =
     "tenant_id, conversation_id, seq, server_msg_id, client_msg_id, sender_id, sender_device_id, server_time_ms, "
     "conversation_type, kind, text, flags, edit_version, edited_ms, mentions, mention_all, event, target_seq";
@@ -214,8 +211,8 @@ MessageRecord ReadMessage(Stmt& s) {
     m.kind = static_cast<MessageKind>(s.Int(9));
     m.text = s.Text(10);
     const int64_t flags = s.Int(11);
-    m.recalled = (flags & kFlagRecalled) != 0;
-    m.deleted = (flags & kFlagDeleted) != 0;
+    m.recalled = (flags & store::kFlagRecalled) != 0;
+    m.deleted = (flags & store::kFlagDeleted) != 0;
     m.edit_version = static_cast<uint32_t>(s.Int(12));
     m.edited_ms = s.Int(13);
     m.mentions = store::SplitIds(s.Text(14));
@@ -651,38 +648,20 @@ private:
         const MessageEvent& ev = m.event;
         Stmt q = w.Prepare("SELECT kind, flags FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3");
         q.Bind(m.tenant_id, m.conversation_id, ev.target_seq);
-        if (!q.Step()) {
-            return MakeError(Errc::kNotFound, "unknown_message",
-                             "'" + m.conversation_id + "' has no message " + std::to_string(ev.target_seq));
+        std::optional<store::TargetRow> row;
+        if (q.Step()) {
+            row = store::TargetRow{static_cast<MessageKind>(q.Int(0)), q.Int(1)};
         }
-        const auto kind = static_cast<MessageKind>(q.Int(0));
-        const int64_t flags = q.Int(1);
         q.Reset();
-        if (kind != MessageKind::kText && kind != MessageKind::kSystem) {
-            return MakeError(Errc::kNotFound, "unknown_message",
-                             "seq " + std::to_string(ev.target_seq) + " of '" + m.conversation_id + "' is not a message");
-        }
-        if (flags & kFlagRecalled) {
-            return Precondition("message_recalled", "message " + std::to_string(ev.target_seq) + " was recalled");
-        }
-        if (flags & kFlagDeleted) {
-            return Precondition("message_deleted", "message " + std::to_string(ev.target_seq) + " was deleted");
-        }
-        if (ev.type == EventType::kReactionAdded || ev.type == EventType::kReactionRemoved) {
+        return store::CheckTarget(m, row, [&] {
             Stmt r = w.Prepare(
                 "SELECT 1 FROM message_reactions WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3 AND emoji=?4 "
                 "AND user_id=?5");
             r.Bind(m.tenant_id, m.conversation_id, ev.target_seq, ev.text, m.sender_id);
             const bool exists = r.Step();
             r.Reset();
-            if (ev.type == EventType::kReactionAdded && exists) {
-                return Precondition("already_reacted", "you already reacted with " + ev.text);
-            }
-            if (ev.type == EventType::kReactionRemoved && !exists) {
-                return Precondition("not_reacted", "you have not reacted with " + ev.text);
-            }
-        }
-        return {};
+            return exists;
+        });
     }
 
     // Applies an event's effect, in the transaction that stores it (seq known).
@@ -755,7 +734,7 @@ private:
                 break;
             case EventType::kRecalled:
             case EventType::kDeletedForEveryone: {
-                const int flag = ev.type == EventType::kRecalled ? kFlagRecalled : kFlagDeleted;
+                const int flag = ev.type == EventType::kRecalled ? store::kFlagRecalled : store::kFlagDeleted;
                 w.Prepare("UPDATE messages SET flags=flags|?4, text='', mentions='', mention_all=0, edit_version=0, edited_ms=0 WHERE tenant_id=?1 "
                           "AND conversation_id=?2 AND seq=?3")
                     .Bind(t, c, ev.target_seq, flag)
