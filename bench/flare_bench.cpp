@@ -2,7 +2,7 @@
 // WebSocket) against a running Flare IM Core, and checks what it receives: counts, order, no
 // duplicates. A run that delivers wrong data fails (exit 1) whatever its speed.
 //
-//   flare-bench SCENARIO [options]      scenarios: idle, direct, room, churn
+//   flare-bench SCENARIO [options]      scenarios: idle, direct, room, churn; webhook (a receiver)
 //
 // Every scenario is bounded in time and count and targets loopback only.
 #include <netinet/in.h>
@@ -12,6 +12,7 @@
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <deque>
@@ -38,6 +39,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
+namespace http = beast::http;
 using tcp = asio::ip::tcp;
 namespace pb = flare::client::v1;
 using SteadyClock = std::chrono::steady_clock;
@@ -1166,6 +1168,85 @@ int IdleXmpp(const Options& o) {
     return r.Print("idle-xmpp");
 }
 
+// ------------------------------------------------------------------------------- webhook receiver
+
+// A pre_send webhook receiver to measure the hook path against: answers every POST with allow,
+// keeping connections open as long as the caller does, and counts requests and connections.
+struct WebhookStats {
+    int64_t requests = 0;
+    int64_t connections = 0;
+    int64_t unsigned_requests = 0;
+};
+
+asio::awaitable<void> ServeWebhook(tcp::socket socket, WebhookStats* stats) {
+    constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    for (;;) {
+        http::request<http::string_body> req;
+        auto [ec, n] = co_await http::async_read(stream, buffer, req, kTuple);
+        if (ec) {
+            co_return;
+        }
+        ++stats->requests;
+        if (req.method() != http::verb::post || req["X-Flare-Signature"].empty()) {
+            ++stats->unsigned_requests;
+        }
+        http::response<http::string_body> res{http::status::ok, req.version()};
+        res.set(http::field::content_type, "application/json");
+        res.keep_alive(req.keep_alive());
+        res.body() = R"({"action":"allow"})";
+        res.prepare_payload();
+        auto [wec, wn] = co_await http::async_write(stream, res, kTuple);
+        if (wec || !res.keep_alive()) {
+            co_return;
+        }
+    }
+}
+
+asio::awaitable<void> AcceptWebhooks(tcp::acceptor* acceptor, WebhookStats* stats) {
+    for (;;) {
+        auto [ec, socket] = co_await acceptor->async_accept(asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            co_return;
+        }
+        ++stats->connections;
+        asio::co_spawn(acceptor->get_executor(), ServeWebhook(std::move(socket), stats), asio::detached);
+    }
+}
+
+int Webhook(const Options& o) {
+    asio::io_context io;
+    tcp::acceptor acceptor(io);
+    const tcp::endpoint ep(asio::ip::make_address(o.host), o.port);
+    boost::system::error_code ec;
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+        std::cerr << "flare-bench: cannot listen on " << o.host << ":" << o.port << ": " << ec.message() << "\n";
+        return 2;
+    }
+    std::cerr << "flare-bench: webhook receiver on http://" << o.host << ":" << acceptor.local_endpoint().port()
+              << "/ for " << o.duration_s << " s" << std::endl;
+    WebhookStats stats;
+    asio::co_spawn(io, AcceptWebhooks(&acceptor, &stats), asio::detached);
+    asio::signal_set stop_signals(io, SIGINT, SIGTERM);  // stop early and still report
+    stop_signals.async_wait([&io](const boost::system::error_code&, int) { io.stop(); });
+    const auto t0 = SteadyClock::now();
+    io.run_for(std::chrono::milliseconds(static_cast<int64_t>(o.duration_s * 1000)));
+    const double elapsed = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    Report r;
+    r.Add("requests", static_cast<double>(stats.requests));
+    r.Add("connections accepted", static_cast<double>(stats.connections));
+    r.Add("requests/s", static_cast<double>(stats.requests) / elapsed);
+    if (stats.unsigned_requests > 0) {
+        r.Fail(std::to_string(stats.unsigned_requests) + " requests without X-Flare-Signature");
+    }
+    return r.Print("webhook");
+}
+
 constexpr const char* kUsage = R"(usage: flare-bench SCENARIO [options]
 scenarios:
   idle    --connections N --duration S        N authenticated connections pinging; server RSS per connection
@@ -1173,6 +1254,9 @@ scenarios:
                                               1:1 messages; ack and deliver latency percentiles
   room    --members M --rate R --duration S   one chatroom, one publisher; deliveries per second
   churn   --users U --rate R --duration S     connect, catch up, ack, disconnect, over and over
+  webhook --port P --duration S                a pre_send webhook receiver answering allow (keep-alive), for
+                                              measuring the hook path; counts requests and connections
+                                              (SIGINT/SIGTERM end it early, with the report)
   --protocol xmpp (direct, idle): a minimal XMPP client (SASL ANONYMOUS), for ejabberd side by side
 options: --host 127.0.0.1 --port 60051 --secret insecure-secret (TOKEN_SECRET) --sources 4
          (source addresses 127.0.0.1..N) --server-pid PID (for RSS and CPU)
@@ -1244,6 +1328,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (o.scenario == "direct") return Direct(o);
+    if (o.scenario == "webhook") return Webhook(o);
     if (o.scenario == "room") return Room(o);
     if (o.scenario == "idle") return Idle(o);
     if (o.scenario == "churn") return Churn(o);

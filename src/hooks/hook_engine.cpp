@@ -1,10 +1,12 @@
 #include "hooks/hook_engine.hpp"
 
 #include <google/protobuf/util/json_util.h>
+#include <sys/socket.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -186,6 +188,51 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
 
     // ------------------------------------------------------------------------------- transports
 
+    // Idle keep-alive connections to webhook receivers, by "host:port", newest last. Used only on the
+    // engine's thread. A connection idle longer than kMaxIdle is closed rather than reused (receivers
+    // commonly drop idle connections after 5 s).
+    struct IdleConn {
+        std::unique_ptr<beast::tcp_stream> stream;
+        std::chrono::steady_clock::time_point since;
+    };
+    std::unordered_map<std::string, std::vector<IdleConn>> idle_conns;
+    static constexpr size_t kMaxIdlePerHost = 32;
+    static constexpr auto kMaxIdle = std::chrono::seconds(4);
+
+    static bool StillOpen(beast::tcp_stream& s) {
+        // An idle HTTP connection has nothing to read; EOF or data means the receiver closed it (or
+        // broke the protocol).
+        char c;
+        const ssize_t n = ::recv(s.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+
+    std::unique_ptr<beast::tcp_stream> TakeIdle(const std::string& key) {
+        auto it = idle_conns.find(key);
+        if (it == idle_conns.end()) return nullptr;
+        const auto now = std::chrono::steady_clock::now();
+        std::unique_ptr<beast::tcp_stream> out;
+        auto& v = it->second;
+        while (!v.empty() && !out) {
+            IdleConn c = std::move(v.back());
+            v.pop_back();
+            if (now - c.since < kMaxIdle && StillOpen(*c.stream)) out = std::move(c.stream);
+        }
+        // Older ones are staler still.
+        std::erase_if(v, [&](const IdleConn& c) { return now - c.since >= kMaxIdle; });
+        if (v.empty()) idle_conns.erase(it);
+        return out;
+    }
+
+    void PutIdle(const std::string& key, std::unique_ptr<beast::tcp_stream> stream) {
+        stream->expires_never();
+        auto& v = idle_conns[key];
+        if (v.size() >= kMaxIdlePerHost) v.erase(v.begin());
+        v.push_back(IdleConn{std::move(stream), std::chrono::steady_clock::now()});
+    }
+
+    // POSTs `body`, signed, and reads the answer, within the hook's timeout. Connections are kept
+    // alive and reused; a reused one that turns out closed is replaced once.
     asio::awaitable<CallResult> PostWebhook(std::shared_ptr<Hook> hook, std::string body, bool pre_send) {
         CallResult out;
         auto url = boost::urls::parse_uri(hook->spec.url);
@@ -196,53 +243,73 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
         }
         const std::string host(url->host());
         const std::string port = url->has_port() ? std::string(url->port()) : "80";
+        const std::string key = host + ":" + port;
         std::string target(url->encoded_path());
         if (target.empty()) target = "/";
         if (url->has_query()) target += "?" + std::string(url->encoded_query());
-        beast::tcp_stream stream(co_await asio::this_coro::executor);
-        stream.expires_after(std::chrono::milliseconds(hook->spec.timeout_ms));
-        tcp::resolver resolver(co_await asio::this_coro::executor);
-        auto [rerr, results] = co_await resolver.async_resolve(host, port, kTuple);
-        if (rerr) {
-            out.kind = CallResult::Kind::kFailed;
-            out.error = "resolve: " + rerr.message();
-            co_return out;
-        }
-        auto [cerr, ep] = co_await stream.async_connect(results, kTuple);
-        auto fail = [&](const beast::error_code& ec, const char* what) {
-            out.kind = ec == beast::error::timeout ? CallResult::Kind::kTimeout : CallResult::Kind::kFailed;
-            out.error = std::string(what) + ": " + ec.message();
-        };
-        if (cerr) {
-            fail(cerr, "connect");
-            co_return out;
-        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(hook->spec.timeout_ms);
         const std::string ts = std::to_string(clock.NowMs() / 1000);
         http::request<http::string_body> req{http::verb::post, target, 11};
-        req.set(http::field::host, host + ":" + port);
+        req.set(http::field::host, key);
         req.set(http::field::content_type, "application/json");
         req.set(http::field::user_agent, "flare-hooks/1");
         req.set("X-Flare-Timestamp", ts);
         req.set("X-Flare-Signature", Sign(hook->spec.secret, ts, body));
         req.set("X-Flare-Hook", hook->spec.name);
+        req.keep_alive(true);
         req.body() = std::move(body);
         req.prepare_payload();
-        auto [werr, wn] = co_await http::async_write(stream, req, kTuple);
-        if (werr) {
-            fail(werr, "write");
-            co_return out;
-        }
+        auto fail = [&](const beast::error_code& ec, const char* what) {
+            out.kind = ec == beast::error::timeout ? CallResult::Kind::kTimeout : CallResult::Kind::kFailed;
+            out.error = std::string(what) + ": " + ec.message();
+        };
+        std::unique_ptr<beast::tcp_stream> stream = TakeIdle(key);
+        std::optional<http::response_parser<http::string_body>> parser;
         beast::flat_buffer buffer;
-        http::response_parser<http::string_body> parser;
-        parser.body_limit(64 * 1024);
-        auto [herr, hn] = co_await http::async_read(stream, buffer, parser, kTuple);
-        if (herr) {
-            fail(herr, "read");
+        for (;;) {
+            const bool reused = stream != nullptr;
+            if (!reused) {
+                stream = std::make_unique<beast::tcp_stream>(co_await asio::this_coro::executor);
+                tcp::resolver resolver(co_await asio::this_coro::executor);
+                auto [rerr, results] = co_await resolver.async_resolve(host, port, kTuple);
+                if (rerr) {
+                    out.kind = CallResult::Kind::kFailed;
+                    out.error = "resolve: " + rerr.message();
+                    co_return out;
+                }
+                stream->expires_at(deadline);
+                auto [cerr, ep] = co_await stream->async_connect(results, kTuple);
+                if (cerr) {
+                    fail(cerr, "connect");
+                    co_return out;
+                }
+            }
+            stream->expires_at(deadline);
+            auto [werr, wn] = co_await http::async_write(*stream, req, kTuple);
+            buffer.clear();
+            parser.emplace();
+            parser->body_limit(64 * 1024);
+            beast::error_code herr = werr;
+            if (!werr) {
+                auto [rerr, rn] = co_await http::async_read(*stream, buffer, *parser, kTuple);
+                herr = rerr;
+            }
+            if (!herr) break;
+            const bool closed_under_us = herr != beast::error::timeout && !parser->got_some();
+            if (reused && closed_under_us) {
+                stream.reset();  // the receiver closed it meanwhile: once more on a new connection
+                continue;
+            }
+            fail(herr, werr ? "write" : "read");
             co_return out;
         }
-        beast::error_code ignored;
-        stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-        const auto& res = parser.get();
+        const auto& res = parser->get();
+        if (parser->keep_alive() && buffer.size() == 0) {
+            PutIdle(key, std::move(stream));
+        } else {
+            beast::error_code ignored;
+            stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+        }
         if (res.result_int() < 200 || res.result_int() > 299) {
             out.kind = CallResult::Kind::kFailed;
             out.error = "HTTP " + std::to_string(res.result_int());

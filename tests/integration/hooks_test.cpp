@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <boost/json.hpp>
@@ -42,12 +43,16 @@ struct HttpReply {
     int status = 200;
     std::string body;
     int delay_ms = 0;
+    bool hang_up = false;  // close the connection without answering
 };
 
 // A webhook receiver on 127.0.0.1:0: records every request, answers with `handler`.
 class HookReceiver {
 public:
-    explicit HookReceiver(std::function<HttpReply(const HttpRequest&)> handler) : handler_(std::move(handler)) {
+    // `keep_alive`: answer with keep-alive and serve further requests on the connection (otherwise
+    // one request per connection, "Connection: close").
+    explicit HookReceiver(std::function<HttpReply(const HttpRequest&)> handler, bool keep_alive = false)
+        : handler_(std::move(handler)), keep_alive_(keep_alive) {
         fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;
         ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -66,6 +71,7 @@ public:
         ::shutdown(fd_, SHUT_RDWR);
         ::close(fd_);
         thread_.join();
+        CloseIdleConnections();
         for (auto& t : workers_) {
             t.join();
         }
@@ -77,6 +83,18 @@ public:
     std::vector<HttpRequest> requests() {
         std::lock_guard lock(mu_);
         return requests_;
+    }
+    int connections() const { return connections_.load(); }
+    size_t open_connections() {
+        std::lock_guard lock(mu_);
+        return open_.size();
+    }
+    // Closes every connection the receiver holds open (as a receiver's idle timeout would).
+    void CloseIdleConnections() {
+        std::lock_guard lock(mu_);
+        for (int c : open_) {
+            ::shutdown(c, SHUT_RDWR);
+        }
     }
     // Waits until a request matches; returns it.
     std::optional<HttpRequest> Wait(const std::function<bool(const HttpRequest&)>& pred,
@@ -105,10 +123,24 @@ private:
             if (c < 0) {
                 return;
             }
-            workers_.emplace_back([this, c] { Serve(c); });
+            ++connections_;
+            {
+                std::lock_guard lock(mu_);
+                open_.insert(c);
+            }
+            workers_.emplace_back([this, c] {
+                while (Serve(c) && keep_alive_) {
+                }
+                {
+                    std::lock_guard lock(mu_);
+                    open_.erase(c);
+                }
+                ::close(c);
+            });
         }
     }
-    void Serve(int c) {
+    // Serves one request; false when the connection is done.
+    bool Serve(int c) {
         std::string data;
         char buf[4096];
         size_t header_end = std::string::npos;
@@ -116,8 +148,7 @@ private:
         for (;;) {
             ssize_t n = ::recv(c, buf, sizeof buf, 0);
             if (n <= 0) {
-                ::close(c);
-                return;
+                return false;
             }
             data.append(buf, static_cast<size_t>(n));
             if (header_end == std::string::npos) {
@@ -159,17 +190,22 @@ private:
             requests_.push_back(req);
         }
         cv_.notify_all();
+        if (reply.hang_up) {
+            return false;
+        }
         if (reply.delay_ms > 0) {
             std::this_thread::sleep_for(std::chrono::milliseconds(reply.delay_ms));
         }
         const std::string out = "HTTP/1.1 " + std::to_string(reply.status) + " X\r\nContent-Type: application/json\r\n"
-                                "Content-Length: " + std::to_string(reply.body.size()) + "\r\nConnection: close\r\n\r\n" +
-                                reply.body;
-        (void)::send(c, out.data(), out.size(), MSG_NOSIGNAL);
-        ::close(c);
+                                "Content-Length: " + std::to_string(reply.body.size()) + "\r\nConnection: " +
+                                (keep_alive_ ? "keep-alive" : "close") + "\r\n\r\n" + reply.body;
+        return ::send(c, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
     }
 
     std::function<HttpReply(const HttpRequest&)> handler_;
+    bool keep_alive_ = false;
+    std::atomic<int> connections_{0};
+    std::set<int> open_;  // under mu_
     int fd_ = -1;
     uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
@@ -280,6 +316,53 @@ TEST(Hooks, PreSendWebhookRejectsAndAnotherRewrites) {
     EXPECT_EQ(seen.at("hook").as_string(), "moderation");
     EXPECT_EQ(seen.at("user_id").as_string(), "alice");
     EXPECT_EQ(seen.at("conversation_id").as_string(), kDirect);
+}
+
+// Webhook connections are kept alive and reused; one the receiver closed is replaced, whether the
+// engine sees it closed before using it or only when the receiver hangs up on the request.
+TEST(Hooks, WebhookConnectionsAreReusedAndReplacedWhenClosed) {
+    std::atomic<bool> hang_up_once{false};
+    HookReceiver receiver(
+        [&](const HttpRequest&) {
+            HttpReply r{200, R"({"action":"allow"})"};
+            r.hang_up = hang_up_once.exchange(false);
+            return r;
+        },
+        true);
+    HooksFile f("[[hook]]\nname = \"check\"\npoints = [\"pre_send\"]\ntransport = \"webhook\"\nurl = \"" +
+                receiver.url() + "\"\nsecret = \"s\"\nfailure = \"closed\"\n");
+    auto server = ServerWith(f);
+    auto alice = TestClient::Login(server->port(), "alice", "phone");
+    for (int i = 1; i <= 20; ++i) {
+        auto r = SendText(*alice, kDirect, "m" + std::to_string(i));
+        ASSERT_TRUE(r && r->has_send()) << (r ? r->DebugString() : "no answer");
+        EXPECT_EQ(r->send().seq(), static_cast<uint64_t>(i));
+    }
+    EXPECT_EQ(receiver.requests().size(), 20u);
+    EXPECT_EQ(receiver.connections(), 1) << "one kept-alive connection for sequential calls";
+
+    // The receiver drops its idle connections: the next call sees it and opens a new one.
+    receiver.CloseIdleConnections();
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (receiver.open_connections() > 0 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(receiver.open_connections(), 0u);
+    auto after_close = SendText(*alice, kDirect, "after close");
+    ASSERT_TRUE(after_close && after_close->has_send()) << (after_close ? after_close->DebugString() : "no answer");
+    EXPECT_EQ(receiver.connections(), 2);
+
+    // The receiver hangs up on a request sent over a kept-alive connection: sent again on a new one
+    // (fail-closed would have refused the message otherwise).
+    hang_up_once = true;
+    auto after_hang_up = SendText(*alice, kDirect, "after hang-up");
+    ASSERT_TRUE(after_hang_up && after_hang_up->has_send())
+        << (after_hang_up ? after_hang_up->DebugString() : "no answer");
+    EXPECT_EQ(after_hang_up->send().seq(), 22u);
+    EXPECT_EQ(receiver.connections(), 3);
+    EXPECT_EQ(receiver.requests().size(), 23u) << "the hung-up request and its resend";
+    auto history = alice->SyncAll(kDirect, 0);
+    EXPECT_EQ(history.size(), 22u);
 }
 
 // A hook slower than its timeout: fail-open lets the message through, fail-closed rejects it.
