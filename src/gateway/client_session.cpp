@@ -635,11 +635,58 @@ void ClientSession::HandleSettings(const std::string& rid, const pb::UpdateSetti
         }));
 }
 
+bool ClientSession::TypingRepeat(const std::string& conversation_id, bool active) {
+    constexpr int64_t kTypingIntervalMs = 1000;
+    const int64_t now = services_.clock.NowMs();
+    if (!typing_sent_) {
+        typing_sent_ = std::make_unique<std::array<TypingSent, 4>>();
+    }
+    TypingSent* slot = nullptr;
+    TypingSent* oldest = &typing_sent_->front();
+    for (auto& t : *typing_sent_) {
+        if (t.conversation_id == conversation_id) {
+            slot = &t;
+            break;
+        }
+        if (t.at_ms < oldest->at_ms) {
+            oldest = &t;
+        }
+    }
+    if (slot != nullptr && slot->active == active && now - slot->at_ms < kTypingIntervalMs) {
+        return true;
+    }
+    if (slot == nullptr) {
+        slot = oldest;
+        slot->conversation_id = conversation_id;
+    }
+    slot->active = active;
+    slot->at_ms = now;
+    return false;
+}
+
+void ClientSession::ForgetTyping(const std::string& conversation_id) {
+    for (auto& t : *typing_sent_) {
+        if (t.conversation_id == conversation_id) {
+            t = TypingSent{};
+        }
+    }
+}
+
 void ClientSession::HandleTyping(const std::string& rid, const pb::TypingRequest& req) {
+    // Typing is a hint: a device repeating itself is answered without bothering the members again,
+    // so one device makes each member receive at most a start and a stop a second per conversation.
+    if (TypingRepeat(req.conversation_id(), !req.stopped())) {
+        pb::ServerFrame f;
+        f.set_request_id(rid);
+        f.mutable_typing();
+        return Reply(std::move(f));
+    }
     UserStateCommand cmd = UserCommand(UserOp::kTyping, req.conversation_id());
     cmd.active = !req.stopped();
-    services_.sessions.UpdateUserState(std::move(cmd), OnStrand([this, rid](Result<UserStateResult> r) {
+    services_.sessions.UpdateUserState(std::move(cmd), OnStrand([this, rid, conv = req.conversation_id()](
+                                                                     Result<UserStateResult> r) {
                                            if (!r) {
+                                               ForgetTyping(conv);
                                                return ReplyError(rid, r.error());
                                            }
                                            pb::ServerFrame f;

@@ -3,6 +3,7 @@
 // runs completions on the connection's strand. Tests drive it directly.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -100,6 +101,10 @@ private:
     void HandleDeleteForMe(const std::string& rid, const pb::DeleteForMeRequest& req);
     void HandleSettings(const std::string& rid, const pb::UpdateSettingsRequest& req);
     void HandleTyping(const std::string& rid, const pb::TypingRequest& req);
+    // True when a typing frame repeats what this connection told the conversation less than a
+    // second ago (it is answered, not forwarded); otherwise remembers it as told now.
+    bool TypingRepeat(const std::string& conversation_id, bool active);
+    void ForgetTyping(const std::string& conversation_id);
     void HandleList(const std::string& rid, const pb::ListConversationsRequest& req);
     void HandleGetMessage(const std::string& rid, const pb::GetMessageRequest& req);
 
@@ -115,6 +120,14 @@ private:
     // While a join or leave is being applied, later requests wait, so that they see its effect.
     bool barrier_ = false;
     std::deque<pb::ClientFrame> deferred_;
+    // The typing states this connection forwarded lately, a few conversations' worth (allocated on
+    // its first typing frame: most connections never type).
+    struct TypingSent {
+        std::string conversation_id;
+        bool active = false;
+        int64_t at_ms = 0;
+    };
+    std::unique_ptr<std::array<TypingSent, 4>> typing_sent_;
 };
 
 // Domain -> protocol conversions shared by the gateway's push path.

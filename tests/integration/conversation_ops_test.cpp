@@ -9,6 +9,8 @@
 // LARGE_GROUP_MEMBERS=3 set for the deployment as they are set here for the embedded server.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -569,11 +571,27 @@ TEST_F(ConversationOps, TypingIsLiveAndNeverInHistory) {
     auto stopped = alice.WaitNotice([](const pb::Notice& n) { return n.has_typing() && n.typing().stopped(); });
     ASSERT_TRUE(stopped);
 
-    // Not to the typer's own other devices.
+    // Not to the typer's own other devices (alice gets this one: it changes the state).
     Device bob_phone = Login("bob", "phone");
-    bob.Request(typing);
+    const auto typing_notices = [&] {
+        return std::count_if(alice.notices.begin(), alice.notices.end(),
+                             [](const pb::Notice& n) { return n.has_typing() && !n.typing().stopped(); });
+    };
+    ASSERT_EQ(typing_notices(), 1);
+    typing.mutable_typing()->set_stopped(false);
+    auto again = bob.Request(typing);
+    ASSERT_TRUE(again && again->has_typing()) << again->DebugString();
+    // Repeats within a second are answered but not forwarded: a device cannot flood the members.
+    for (int i = 0; i < 10; ++i) {
+        auto repeat = bob.Request(typing);
+        ASSERT_TRUE(repeat && repeat->has_typing()) << repeat->DebugString();
+    }
+    ASSERT_TRUE(alice.WaitNotice([&](const pb::Notice&) { return typing_notices() == 2; }));
     EXPECT_FALSE(bob_phone.WaitNotice([](const pb::Notice& n) { return n.has_typing(); },
                                       std::chrono::milliseconds(300)));
+    EXPECT_FALSE(alice.WaitNotice([&](const pb::Notice&) { return typing_notices() > 2; },
+                                  std::chrono::milliseconds(300)));
+    EXPECT_EQ(typing_notices(), 2);
     auto history = History(bob, d);
     ASSERT_EQ(history.size(), 1u);
     EXPECT_EQ(history[0].text(), "hi");
