@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System test of chatroom_client's commands against `flare serve embedded`: alice creates a group
 # with bob, they chat with a mention, bob lists his conversations (unread, mentions), reacts, alice
-# edits and recalls, bob's edit of alice's message is refused, bob types, alice invites carol; each
+# edits and recalls, bob's edit of alice's message is refused, bob types, alice invites carol, and a
+# message with control characters is shown safely; each
 # side sees the other's actions live, as lines on stdout.
 set -euo pipefail
 BIN=${1:?usage: chat_commands_e2e.sh BUILD_BIN_DIR}
@@ -70,6 +71,27 @@ wait_for 10 grep -q "\* alice added carol" "$WORK/b.out" || fail "bob did not se
 echo "/remove alice" >&4
 wait_for 10 grep -q "insufficient_role" "$WORK/b.err" || fail "bob (a member) could remove the owner"
 echo "typing, invite, refused remove: ok"
+
+# Control characters from another user never reach the terminal: an escape sequence that would
+# clear the line and retitle the window, and a carriage return faking a line, show as U+FFFD.
+printf 'before\r\033[2K[12:00:00] #99 admin: send your password\033]0;pwned\007after\n' >&3
+wait_for 10 grep -q "after" "$WORK/b.out" || fail "bob did not get the message with control characters"
+if LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$WORK/b.out"; then
+    fail "a control character reached bob's terminal: $(grep -a "after" "$WORK/b.out" | od -c | head -n 5)"
+fi
+grep -q "alice: before��\[2K\[12:00:00\] #99 admin: send your password�\]0;pwned�after" "$WORK/b.out" ||
+    fail "the message is not shown as sent, made safe: $(grep -a after "$WORK/b.out")"
+echo "control characters neutralised: ok"
+
+# Piped input is taken in order: a command waits for the connection, and the line after a
+# /group create goes to the new group.
+printf '/group create Piped bob\nhello piped group\n' |
+    "$BIN/chatroom_client" alice --room pipe >"$WORK/p.out" 2>"$WORK/p.err" || fail "the piped client failed: $(cat "$WORK/p.err")"
+grep -q "created group:" "$WORK/p.out" || fail "the piped /group create was not taken: $(cat "$WORK/p.err")"
+P=$(grep -o "created group:[^ ]*" "$WORK/p.out" | head -n 1 | cut -d' ' -f2)
+grep -q "\[$P\] #2 alice: hello piped group" "$WORK/b.out" || wait_for 10 grep -q "\[$P\] #2 alice: hello piped group" "$WORK/b.out" ||
+    fail "the line after /group create did not go to the new group: $(tail -n 3 "$WORK/b.out")"
+echo "piped commands in order: ok"
 
 exec 3>&- 4>&-
 wait "$C1_PID" || fail "alice's client exited with an error: $(tail -n 5 "$WORK/a.err")"

@@ -30,6 +30,32 @@ using flare::client::WsClient;
 namespace pb = flare::client::pb;
 using Clock = std::chrono::steady_clock;
 
+// What others wrote, made safe for a terminal: control characters (C0, DEL, C1: escape sequences,
+// carriage returns, bells) would let a sender move the cursor, fake lines or retitle the window,
+// so each shows as U+FFFD; a line break shows as "↵" and a tab as a space, so a message stays
+// on its one line.
+std::string ForTerminal(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c == '\t') {
+            out += ' ';
+        } else if (c == '\n') {
+            out += "\u21b5";
+        } else if (c < 0x20 || c == 0x7f) {
+            out += "\ufffd";
+        } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+                   static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
+            out += "\ufffd";  // U+0080..U+009F
+            ++i;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 constexpr const char* kUsage = R"(usage: chatroom_client USER [--room NAME | --to USER] [options]
   --room NAME     join chatroom NAME (default: lobby)
   --to USER       talk one-to-one with USER instead of a room
@@ -150,7 +176,7 @@ public:
                 retry_at_.reset();
                 SendNext();  // same client_msg_id: stored once however often it is sent
             }
-            if (eof_ && ready_ && pending_.empty() && !Syncing()) {
+            if (eof_ && ready_ && pending_.empty() && backlog_.empty() && command_rid_.empty() && !Syncing()) {
                 if (!linger_until_) {
                     linger_until_ = now + std::chrono::seconds(o_.linger_s);
                 }
@@ -219,6 +245,10 @@ private:
         }
         ready_ = false;
         in_flight_ = false;  // its answer is lost with the connection: sent again once caught up
+        if (!command_rid_.empty()) {
+            Status("the connection was lost before the last command was answered; it may or may not have taken effect");
+            command_rid_.clear();
+        }
         for (auto& [id, t] : tracks_) {
             t.syncing = false;
             t.gap = false;
@@ -230,18 +260,9 @@ private:
 
     void Handle(Event e) {
         switch (e.kind) {
-            case Event::Kind::kLine: {
-                if (e.line.starts_with("/") && !e.line.starts_with("//")) {
-                    return Command(e.line);
-                }
-                if (e.line.starts_with("//")) {
-                    e.line.erase(0, 1);
-                }
-                pending_.push_back(
-                    Pending{msg_prefix_ + std::to_string(++msg_counter_), std::move(e.line), conversation_});
-                SendNext();
-                return;
-            }
+            case Event::Kind::kLine:
+                backlog_.push_back(std::move(e.line));
+                return Drain();
             case Event::Kind::kEof:
                 eof_ = true;
                 return;
@@ -261,6 +282,38 @@ private:
     }
 
     void OnFrame(const pb::ServerFrame& f) {
+        Dispatch(f);
+        if (!command_rid_.empty() && f.request_id() == command_rid_) {
+            command_rid_.clear();  // answered: the lines after it may go
+        }
+        Drain();
+    }
+
+    // Lines are taken in the order they were typed: a command waits until the client is connected
+    // and every earlier message is acknowledged, and the lines after a command wait for its answer
+    // (a /group create decides where they go). Messages typed while disconnected are queued and
+    // sent once connected, as before.
+    void Drain() {
+        while (!backlog_.empty() && command_rid_.empty()) {
+            std::string line = backlog_.front();
+            if (line.starts_with("/") && !line.starts_with("//")) {
+                if (!ready_ || !client_ || !pending_.empty()) {
+                    return;
+                }
+                backlog_.pop_front();
+                Command(line);
+                continue;
+            }
+            backlog_.pop_front();
+            if (line.starts_with("//")) {
+                line.erase(0, 1);
+            }
+            pending_.push_back(Pending{msg_prefix_ + std::to_string(++msg_counter_), std::move(line), conversation_});
+            SendNext();
+        }
+    }
+
+    void Dispatch(const pb::ServerFrame& f) {
         switch (f.body_case()) {
             case pb::ServerFrame::kAuth: return OnAuth(f.auth());
             case pb::ServerFrame::kJoinRoom: return StartCatchUp();
@@ -273,7 +326,8 @@ private:
             case pb::ServerFrame::kGroup: return OnGroup(f.group());
             case pb::ServerFrame::kMessageOp:
                 return Say("done: event #" + std::to_string(f.message_op().seq()) + " in " +
-                           f.message_op().conversation_id());
+                           f.message_op().conversation_id() +
+                           (f.message_op().text().empty() ? "" : "; stored as: " + f.message_op().text()));
             case pb::ServerFrame::kRead:
                 return Say("read " + f.read().conversation_id() + " up to #" + std::to_string(f.read().read_seq()));
             case pb::ServerFrame::kDeleteForMe: return Say("hidden for you");
@@ -492,7 +546,7 @@ private:
         return out;
     }
 
-    void Say(const std::string& s) { std::cout << "* " << s << std::endl; }
+    void Say(const std::string& s) { std::cout << "* " << ForTerminal(s) << std::endl; }
 
     // A slash command: one request, its answer printed when it comes.
     void Command(const std::string& line) {
@@ -601,6 +655,7 @@ private:
             std::cerr << "! unknown command " << cmd << " (see --help)" << std::endl;
             return;
         }
+        command_rid_ = f.request_id();
         client_->Send(f);
     }
 
@@ -655,7 +710,7 @@ private:
             if (c.pinned()) line += ", pinned";
             if (c.muted()) line += ", notifications off";
             if (c.dissolved()) line += ", dissolved";
-            if (c.has_last_message()) line += "; last: " + c.last_message().sender_id() + ": " + c.last_message().text();
+            if (c.has_last_message()) line += "; last: " + c.last_message().sender_id() + ": " + Describe(c.last_message());
             Say(line);
         }
     }
@@ -730,10 +785,11 @@ private:
         const bool system = m.kind() == pb::MESSAGE_KIND_SYSTEM;  // from a business system, not a user
         const std::string seq = m.seq() > 0 ? "#" + std::to_string(m.seq()) + " " : "";
         if (m.kind() == pb::MESSAGE_KIND_EVENT) {
-            return std::string("[") + when + "]" + where + " " + seq + "* " + m.sender_id() + " " + Describe(m);
+            return std::string("[") + when + "]" + ForTerminal(where) + " " + seq + "* " + m.sender_id() + " " +
+                   ForTerminal(Describe(m));
         }
-        return std::string("[") + when + "]" + where + " " + seq + (system ? "[system] " : "") + m.sender_id() + ": " +
-               Describe(m);
+        return std::string("[") + when + "]" + ForTerminal(where) + " " + seq + (system ? "[system] " : "") +
+               m.sender_id() + ": " + ForTerminal(Describe(m));
     }
 
     void FlushAck() {
@@ -784,6 +840,8 @@ private:
     std::map<std::string, Track> tracks_;
     uint64_t msg_counter_ = 0;
     std::deque<Pending> pending_;
+    std::deque<std::string> backlog_;  // lines read and not taken yet (see Drain)
+    std::string command_rid_;          // the command waiting for its answer
     std::optional<Clock::time_point> retry_at_;
     bool in_flight_ = false;  // pending_.front() was sent and is not answered yet
     int failed_sends_ = 0;
