@@ -377,7 +377,7 @@ void ClientSession::SendAndReply(const std::string& rid, SendCommand cmd, bool o
         s->set_seq(r->seq);
         s->set_server_time_ms(r->server_time_ms);
         s->set_duplicate(r->duplicate);
-        if (!op && r->text != sent_text) {
+        if (r->text != sent_text) {  // a pre-send hook rewrote the message (or the edit's text)
             s->set_text(r->text);
         }
         Reply(std::move(f));
@@ -568,7 +568,8 @@ void ClientSession::HandleMessageOp(const std::string& rid, const pb::MessageOpR
                                              "messageOp: set one of recall, edit, deleteForEveryone, addReaction, "
                                              "removeReaction"));
     }
-    SendAndReply(rid, std::move(cmd), true);
+    std::string edit_text = cmd.event.type == EventType::kEdited ? cmd.event.text : std::string();
+    SendAndReply(rid, std::move(cmd), true, std::move(edit_text));
 }
 
 UserStateCommand ClientSession::UserCommand(UserOp op, const std::string& conversation_id) const {
@@ -637,35 +638,47 @@ void ClientSession::HandleSettings(const std::string& rid, const pb::UpdateSetti
 
 bool ClientSession::TypingRepeat(const std::string& conversation_id, bool active) {
     constexpr int64_t kTypingIntervalMs = 1000;
+    constexpr uint32_t kMaxForwardsPerInterval = 8;  // over all the connection's conversations
     const int64_t now = services_.clock.NowMs();
     if (!typing_sent_) {
-        typing_sent_ = std::make_unique<std::array<TypingSent, 4>>();
+        typing_sent_ = std::make_unique<TypingState>();
     }
+    TypingState& st = *typing_sent_;
     TypingSent* slot = nullptr;
-    TypingSent* oldest = &typing_sent_->front();
-    for (auto& t : *typing_sent_) {
+    TypingSent* oldest = &st.recent.front();
+    for (auto& t : st.recent) {
         if (t.conversation_id == conversation_id) {
             slot = &t;
             break;
         }
-        if (t.at_ms < oldest->at_ms) {
+        if (std::max(t.start_ms, t.stop_ms) < std::max(oldest->start_ms, oldest->stop_ms)) {
             oldest = &t;
         }
     }
-    if (slot != nullptr && slot->active == active && now - slot->at_ms < kTypingIntervalMs) {
+    if (slot != nullptr) {
+        const int64_t last = active ? slot->start_ms : slot->stop_ms;
+        if (last != 0 && now - last < kTypingIntervalMs) {
+            return true;  // this state was forwarded within the interval
+        }
+    }
+    if (now - st.window_start_ms >= kTypingIntervalMs) {
+        st.window_start_ms = now;
+        st.forwarded = 0;
+    }
+    if (st.forwarded >= kMaxForwardsPerInterval) {
         return true;
     }
+    ++st.forwarded;
     if (slot == nullptr) {
         slot = oldest;
-        slot->conversation_id = conversation_id;
+        *slot = TypingSent{conversation_id, 0, 0};
     }
-    slot->active = active;
-    slot->at_ms = now;
+    (active ? slot->start_ms : slot->stop_ms) = now;
     return false;
 }
 
 void ClientSession::ForgetTyping(const std::string& conversation_id) {
-    for (auto& t : *typing_sent_) {
+    for (auto& t : typing_sent_->recent) {
         if (t.conversation_id == conversation_id) {
             t = TypingSent{};
         }
@@ -674,7 +687,8 @@ void ClientSession::ForgetTyping(const std::string& conversation_id) {
 
 void ClientSession::HandleTyping(const std::string& rid, const pb::TypingRequest& req) {
     // Typing is a hint: a device repeating itself is answered without bothering the members again,
-    // so one device makes each member receive at most a start and a stop a second per conversation.
+    // so one device makes each member receive at most a start and a stop a second per conversation,
+    // and at most 8 typing notices a second in all.
     if (TypingRepeat(req.conversation_id(), !req.stopped())) {
         pb::ServerFrame f;
         f.set_request_id(rid);

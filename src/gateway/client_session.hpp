@@ -120,14 +120,19 @@ private:
     // While a join or leave is being applied, later requests wait, so that they see its effect.
     bool barrier_ = false;
     std::deque<pb::ClientFrame> deferred_;
-    // The typing states this connection forwarded lately, a few conversations' worth (allocated on
-    // its first typing frame: most connections never type).
+    // When this connection last forwarded a start and a stop of typing, for a few conversations,
+    // and how many it forwarded in the current second (allocated on its first typing frame: most
+    // connections never type).
     struct TypingSent {
         std::string conversation_id;
-        bool active = false;
-        int64_t at_ms = 0;
+        int64_t start_ms = 0, stop_ms = 0;
     };
-    std::unique_ptr<std::array<TypingSent, 4>> typing_sent_;
+    struct TypingState {
+        std::array<TypingSent, 4> recent;
+        int64_t window_start_ms = 0;
+        uint32_t forwarded = 0;
+    };
+    std::unique_ptr<TypingState> typing_sent_;
 };
 
 // Domain -> protocol conversions shared by the gateway's push path.
