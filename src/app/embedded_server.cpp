@@ -55,7 +55,11 @@ struct EmbeddedServer::Impl {
         sessions.set_hooks(&hooks);
         push.set_hooks(&hooks);
         business.set_hooks(&hooks);
-        business.set_metrics([this] { return hooks.RenderMetrics(); });
+        // The operator's tenant (gateway.default_tenant) sees every hook, file hooks too; another
+        // tenant only the hooks it manages.
+        business.set_metrics([this](const std::string& tenant) {
+            return tenant == config.gateway.default_tenant ? hooks.RenderMetrics() : hooks.RenderMetrics(&tenant);
+        });
     }
 
     Config config;

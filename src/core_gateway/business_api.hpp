@@ -54,10 +54,10 @@ public:
     void ListHooks(const Caller& caller, const bpb::ListHooksRequest& req, Callback<bpb::ListHooksResponse> done);
 
     // Hook management goes to `hooks` (null: the calls answer unavailable); `metrics` (may be empty)
-    // renders what GET /metrics on the HTTP port answers.
+    // renders what GET /metrics on the HTTP port answers to a caller of that tenant.
     void set_hooks(HookApi* hooks) { hooks_ = hooks; }
-    void set_metrics(std::function<std::string()> metrics) { metrics_ = std::move(metrics); }
-    std::string RenderMetrics() const { return metrics_ ? metrics_() : std::string(); }
+    void set_metrics(std::function<std::string(const std::string& tenant)> metrics) { metrics_ = std::move(metrics); }
+    std::string RenderMetrics(const Caller& caller) const { return metrics_ ? metrics_(caller.tenant_id) : std::string(); }
 
 private:
     BusinessApiOptions options_;
@@ -66,7 +66,7 @@ private:
 
     Limits limits_;
     HookApi* hooks_ = nullptr;
-    std::function<std::string()> metrics_;
+    std::function<std::string(const std::string& tenant)> metrics_;
     ConversationApi& sessions_;
     MessagingApi& orchestrator_;
     PushApi& push_;

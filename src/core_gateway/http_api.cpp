@@ -145,7 +145,7 @@ struct HttpApiServer::Impl : std::enable_shared_from_this<HttpApiServer::Impl> {
             if (!caller) {
                 return reply(ErrorReply(caller.error()));
             }
-            return reply(Reply{http::status::ok, api.RenderMetrics()});
+            return reply(Reply{http::status::ok, api.RenderMetrics(*caller)});
         }
         constexpr std::string_view kPrefix = "/api/v1/";
         if (!target.starts_with(kPrefix)) {

@@ -16,6 +16,11 @@ namespace json = boost::json;
 
 namespace {
 
+// A keyword filter runs on the hook engine's one thread for every message: its cost is bounded.
+constexpr size_t kMaxKeywords = 1000;
+constexpr size_t kMaxKeywordBytes = 100;
+constexpr uint32_t kMaxPreSendTimeoutMs = 8000;
+
 Error Bad(const std::string& what) { return MakeError(Errc::kInvalidArgument, "bad_hook", what); }
 
 const std::set<std::string>& Transports() {
@@ -249,12 +254,26 @@ Status ValidateHook(const HookSpec& s) {
     }
     const bool only_pre_send = std::all_of(s.points.begin(), s.points.end(),
                                            [](HookPoint p) { return p == HookPoint::kPreSend; });
+    for (size_t i = 0; i < s.points.size(); ++i) {
+        if (std::find(s.points.begin() + static_cast<std::ptrdiff_t>(i) + 1, s.points.end(), s.points[i]) !=
+            s.points.end()) {
+            return Bad("'points': '" + std::string(HookPointName(s.points[i])) + "' is listed twice");
+        }
+    }
+    const bool pre_send = std::find(s.points.begin(), s.points.end(), HookPoint::kPreSend) != s.points.end();
+    if (pre_send && s.timeout_ms > kMaxPreSendTimeoutMs) {
+        return Bad("'timeout_ms': a pre_send hook answers within " + std::to_string(kMaxPreSendTimeoutMs) +
+                   " ms (the whole pre_send chain has 8 s)");
+    }
     for (const auto& t : s.tenants) {
         if (!IsValidName(t)) {
             return Bad("'tenants': '" + Utf8Prefix(t, 80) + "' is not a tenant id");
         }
     }
     if (s.transport == "webhook") {
+        if (s.url.empty()) {
+            return Bad("'url' is required for a webhook: http://host[:port]/path");
+        }
         auto u = boost::urls::parse_uri(s.url);
         if (!u || u->scheme() != "http" || u->host().empty() || u->host().find_first_of(" []") != std::string::npos ||
             (u->has_port() && !ValidPort(u->port())) || u->has_userinfo()) {
@@ -268,15 +287,23 @@ Status ValidateHook(const HookSpec& s) {
     if (s.transport == "grpc") {
         const auto colon = s.target.rfind(':');
         if (colon == std::string::npos || colon == 0 || !ValidPort(std::string_view(s.target).substr(colon + 1)) ||
-            s.target.find_first_of(" /") != std::string::npos) {
+            s.target.find_first_of(" /") != std::string::npos ||
+            (s.target[0] != '[' && s.target.substr(0, colon).find(':') != std::string::npos)) {
             return Bad("'target' must be host:port of a HookExtension service");
         }
     }
     if (s.transport == "keyword_filter") {
         if (s.keywords.empty()) return Bad("'keywords' must list at least one word");
+        if (s.keywords.size() > kMaxKeywords) {
+            return Bad("'keywords' lists at most " + std::to_string(kMaxKeywords) + " words");
+        }
         if (!only_pre_send) return Bad("'points': keyword_filter runs at pre_send only");
         for (const auto& k : s.keywords) {
             if (k.empty()) return Bad("'keywords' must not contain an empty word");
+            if (k.size() > kMaxKeywordBytes) {
+                return Bad("'keywords': '" + Utf8Prefix(k, 40) + "...' is longer than " +
+                           std::to_string(kMaxKeywordBytes) + " bytes");
+            }
         }
     }
     if (s.transport == "rate_limit") {

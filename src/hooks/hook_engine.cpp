@@ -50,6 +50,19 @@ struct CallResult {
     Kind kind = Kind::kOk;
     std::string error;
     PreSendVerdict verdict;  // pre_send
+
+    // A pre_send answer: its verdict, or a failure when it is not a valid one.
+    static CallResult FromReply(const hpb::PreSendReply& reply) {
+        CallResult out;
+        auto v = FromProto(reply);
+        if (!v) {
+            out.kind = Kind::kFailed;
+            out.error = v.error().message;
+        } else {
+            out.verdict = *v;
+        }
+        return out;
+    }
 };
 
 struct Stats {
@@ -135,7 +148,11 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
             if (spec.transport == "grpc") {
                 auto& stub = stubs[spec.target];
                 if (!stub) {
-                    stub = hpb::HookExtension::NewStub(grpc::CreateChannel(spec.target, grpc::InsecureChannelCredentials()));
+                    // Straight to the target: an http_proxy in the environment is not for hook calls.
+                    grpc::ChannelArguments args;
+                    args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+                    stub = hpb::HookExtension::NewStub(
+                        grpc::CreateCustomChannel(spec.target, grpc::InsecureChannelCredentials(), args));
                 }
                 h->stub = stub;
             }
@@ -329,13 +346,7 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
                 out.error = "the answer is not a PreSendReply JSON object";
                 co_return out;
             }
-            auto v = FromProto(reply);
-            if (!v) {
-                out.kind = CallResult::Kind::kFailed;
-                out.error = v.error().message;
-                co_return out;
-            }
-            out.verdict = *v;
+            co_return CallResult::FromReply(reply);
         }
         co_return out;
     }
@@ -375,16 +386,7 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
             out.error = call->status.error_message();
             co_return out;
         }
-        if (pre_send) {
-            auto v = FromProto(call->pre);
-            if (!v) {
-                out.kind = CallResult::Kind::kFailed;
-                out.error = v.error().message;
-                co_return out;
-            }
-            out.verdict = *v;
-        }
-        co_return out;
+        co_return pre_send ? CallResult::FromReply(call->pre) : out;
     }
 
     // The keyword filter and the rate limit run inline.
@@ -625,8 +627,7 @@ Status HookEngine::Start() {
 Status HookEngine::Reload() {
     auto files = LoadHookFiles(impl_->options.file, impl_->options.dir);
     if (!files) {
-        spdlog::error("hooks: reload failed, keeping the hooks in use: {}", files.error().message);
-        return files.error();
+        return files.error();  // the caller says so (SIGHUP handlers log it once)
     }
     std::lock_guard lock(impl_->mu);
     impl_->file_hooks = std::move(*files);
@@ -776,7 +777,7 @@ void HookEngine::ListHooks(std::string tenant_id, Callback<std::vector<HookSpec>
     done(std::move(out));
 }
 
-std::string HookEngine::RenderMetrics() const {
+std::string HookEngine::RenderMetrics(const std::string* tenant) const {
     std::string out;
     auto list = impl_->Snapshot();
     struct Family {
@@ -798,6 +799,9 @@ std::string HookEngine::RenderMetrics() const {
         const bool seconds = f.field == &Stats::latency_us_sum;
         out += std::string("# HELP ") + f.name + " " + f.help + "\n# TYPE " + f.name + " counter\n";
         for (const auto& h : *list) {
+            if (tenant != nullptr && h->spec.owner_tenant != *tenant) {
+                continue;
+            }
             const uint64_t v = (*h->stats.*f.field).load();
             out += std::string(f.name) + "{hook=\"" + Escape(h->spec.name) + "\",tenant=\"" +
                    Escape(h->spec.owner_tenant) + "\"} " +

@@ -36,7 +36,8 @@ public:
     void Stop();
 
     // Prometheus text: per hook calls, rejections, failures, timeouts, latency; queue and drops.
-    std::string RenderMetrics() const;
+    // With `tenant`, only the hooks that tenant manages through the business API.
+    std::string RenderMetrics(const std::string* tenant = nullptr) const;
     size_t hook_count() const;
 
     void PreSend(HookEvent event, Callback<PreSendVerdict> done) override;

@@ -183,6 +183,22 @@ TEST(HookConfig, MistakesNameFileLineAndKey) {
          "[[hook]]\nname = \"a\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"y\"]\n",
          ":6: hook 'a': 'name' is already used"},
         {"[[hook]\n", ":1: "},
+        {"[[hook]]\nname = \"p\"\npoints = [\"post_send\", \"read\", \"post_send\"]\ntransport = \"grpc\"\n"
+         "target = \"h:1\"\n",
+         "'points': 'post_send' is listed twice"},
+        {"[[hook]]\nname = \"g\"\npoints = [\"post_send\"]\ntransport = \"grpc\"\ntarget = \"unix:abc:1\"\n",
+         "'target' must be host:port"},
+        {"[[hook]]\nname = \"s\"\npoints = [\"pre_send\"]\ntransport = \"grpc\"\ntarget = \"h:1\"\ntimeout_ms = 9000\n",
+         "'timeout_ms': a pre_send hook answers within 8000 ms"},
+        {"[[hook]]\nname = \"k\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"" +
+             std::string(101, 'a') + "\"]\n",
+         "is longer than 100 bytes"},
+        {[] {
+             std::string t = "[[hook]]\nname = \"k\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [";
+             for (int i = 0; i < 1001; ++i) t += (i ? ", \"w" : "\"w") + std::to_string(i) + "\"";
+             return t + "]\n";
+         }(),
+         "'keywords' lists at most 1000 words"},
     };
     for (const auto& c : cases) {
         const std::string path = WriteTemp("h.toml", c.toml);
