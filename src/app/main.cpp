@@ -31,8 +31,9 @@ constexpr const char* kUsage = R"(usage:
       BUS_URL (nats://, kafka://) or KAFKA_BOOTSTRAP_SERVERS, ETCD_ENDPOINTS, ADVERTISE_HOST,
       GRPC_PORT, ADMIN_PORT, PRESENCE_TTL_MS, <SERVICE>_ENDPOINT (e.g. SESSION_ENDPOINT).
       Environment overrides: PORT, GATEWAY_ID, GATEWAY_REGION, LISTEN_ADDRESS, DATABASE_URL,
-      TOKEN_SECRET, DEFAULT_TENANT, LOG_LEVEL, IO_THREADS, CORE_GATEWAY_GRPC_PORT,
-      CORE_GATEWAY_HTTP_PORT, BUSINESS_SECRET.
+      STORAGE_SYNCHRONOUS, TOKEN_SECRET, DEFAULT_TENANT, LOG_LEVEL, IO_THREADS,
+      CORE_GATEWAY_GRPC_PORT, CORE_GATEWAY_HTTP_PORT, BUSINESS_SECRET, RECALL_WINDOW_MS,
+      LARGE_GROUP_MEMBERS, HOOKS_FILE, HOOKS_DIR.
   flare token USER [--tenant T] [--device D] [--ttl SECONDS] [--role business]
       Prints a JWT signed with TOKEN_SECRET (default 'insecure-secret'); --role business makes a
       token for the business API (sign with BUSINESS_SECRET if the server has one).

@@ -59,7 +59,8 @@ Result<TokenClaims> VerifyToken(const std::string& token, const std::string& sec
     if (jwt_decode(&raw, token.c_str(), reinterpret_cast<const unsigned char*>(secret.data()),
                    static_cast<int>(secret.size())) != 0 ||
         raw == nullptr) {
-        return Unauth("token_bad_signature", "token signature does not verify with this server's TOKEN_SECRET");
+        return Unauth("token_bad_signature", "token signature does not verify with this server's secret (TOKEN_SECRET; for the business API "
+                                              "BUSINESS_SECRET when that is set)");
     }
     JwtPtr jwt(raw);
     TokenClaims c;

@@ -351,14 +351,7 @@ void BusinessApi::GetHistory(const Caller& caller, const bpb::GetHistoryRequest&
                                   bpb::GetHistoryResponse out;
                                   out.set_conversation_id(conv);
                                   for (const auto& m : page->messages) {
-                                      auto* h = out.add_messages();
-                                      h->set_seq(m.seq);
-                                      h->set_server_msg_id(m.server_msg_id);
-                                      h->set_sender_id(m.sender_id);
-                                      h->set_sender_device_id(m.sender_device_id);
-                                      h->set_server_time_ms(m.server_time_ms);
-                                      h->set_system(m.kind == MessageKind::kSystem);
-                                      FillHistory(m, h);
+                                      FillHistory(m, out.add_messages());
                                   }
                                   out.set_has_more(page->has_more);
                                   out.set_last_seq(page->last_seq);

@@ -78,6 +78,9 @@ struct SendCommand {
     bool mention_all = false;
     // false for the system (a business caller): it may write into any conversation of its tenant.
     bool check_membership = true;
+    // The role the sender needs in a group, checked again when the message is stored (a message
+    // operation allowed to an admin only).
+    MemberRole min_sender_role = MemberRole::kMember;
 };
 
 struct SendReceipt {

@@ -56,6 +56,43 @@ Status ValidName(const std::string& name, const Limits& limits) {
     return {};
 }
 
+// The event a group operation stores.
+EventType GroupEventType(GroupOp op) {
+    switch (op) {
+        case GroupOp::kCreate: return EventType::kGroupCreated;
+        case GroupOp::kRename: return EventType::kGroupRenamed;
+        case GroupOp::kAddMembers: return EventType::kMembersAdded;
+        case GroupOp::kRemoveMembers: return EventType::kMembersRemoved;
+        case GroupOp::kLeave: return EventType::kMemberLeft;
+        case GroupOp::kSetRole: return EventType::kRoleChanged;
+        case GroupOp::kMuteMember: return EventType::kMemberMuted;
+        case GroupOp::kDissolve: return EventType::kGroupDissolved;
+    }
+    return EventType::kGroupRenamed;
+}
+
+// A group id that a creation's retry finds again: 128 bits of FNV-1a (two 64-bit runs) over the
+// tenant, the owner and the client_msg_id, in hex. Not a secret, only stable.
+std::string StableGroupId(const std::string& tenant, const std::string& owner, const std::string& client_msg_id) {
+    auto fnv = [&](uint64_t h) {
+        for (const std::string* part : {&tenant, &owner, &client_msg_id}) {
+            for (unsigned char c : *part) {
+                h = (h ^ c) * 0x100000001b3ULL;
+            }
+            h = (h ^ 0x1f) * 0x100000001b3ULL;  // a separator no id contains
+        }
+        return h;
+    };
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out = "c";
+    for (uint64_t h : {fnv(0xcbf29ce484222325ULL), fnv(0x84222325cbf29ce4ULL)}) {
+        for (int i = 60; i >= 0; i -= 4) {
+            out += kHex[(h >> i) & 0xf];
+        }
+    }
+    return out;
+}
+
 MemberList Union(const MemberList& a, const std::vector<std::string>& b) {
     auto out = std::make_shared<std::vector<std::string>>(*a);
     out->insert(out->end(), b.begin(), b.end());
@@ -146,7 +183,10 @@ void SessionService::CreateGroup(GroupCommand cmd, Callback<GroupResult> done) {
         return done(MakeError(Errc::kResourceExhausted, "group_full",
                               "a group has at most " + std::to_string(limits_.max_group_members) + " members"));
     }
-    const std::string group_id = cmd.group_id.empty() ? ids_->NewId() : cmd.group_id;
+    // Without a group_id, a creation with a client_msg_id is idempotent too: its retry names the same group.
+    const std::string group_id = !cmd.group_id.empty()       ? cmd.group_id
+                                 : cmd.client_msg_id.empty() ? ids_->NewId()
+                                                             : StableGroupId(cmd.actor.tenant_id, owner, cmd.client_msg_id);
     AppendRequest req;
     MessageRecord& m = req.message;
     m.tenant_id = cmd.actor.tenant_id;
@@ -178,6 +218,27 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
     }
     if (cmd.op == GroupOp::kCreate) {
         return CreateGroup(std::move(cmd), std::move(done));
+    }
+    if (auto ref = ParseConversationId(cmd.conversation_id); ref && !cmd.client_msg_id.empty()) {
+        // A retry refused because its own first run changed the group (already a member, role
+        // unchanged, ...) is answered with the stored original.
+        done = [this, tenant = cmd.actor.tenant_id, conv = ref->id,
+                sender = cmd.actor.user_id.empty() ? std::string(kSystemSender) : cmd.actor.user_id,
+                cmid = cmd.client_msg_id, type = GroupEventType(cmd.op),
+                done = std::move(done)](Result<GroupResult> r) mutable {
+            if (r) {
+                return done(std::move(r));
+            }
+            OriginalOrRefusal(
+                *messages_, tenant, conv, sender, cmid,
+                [type](const MessageRecord& m) { return m.kind == MessageKind::kEvent && m.event.type == type; },
+                r.error(), [done = std::move(done)](Result<MessageRecord> o) {
+                    if (!o) {
+                        return done(o.error());
+                    }
+                    done(GroupResult{std::move(*o), true});
+                });
+        };
     }
     const std::string tenant = cmd.actor.tenant_id, user = cmd.actor.user_id, conv = cmd.conversation_id;
     Resolve(tenant, user, conv, [this, cmd = std::move(cmd), done = std::move(done)](Result<Resolved> r) mutable {
@@ -355,6 +416,9 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
             req.min_sender_role = cmd.op == GroupOp::kLeave ? MemberRole::kMember
                                   : (cmd.op == GroupOp::kSetRole || cmd.op == GroupOp::kDissolve) ? MemberRole::kOwner
                                                                                                    : MemberRole::kAdmin;
+        }
+        if (cmd.op == GroupOp::kAddMembers) {
+            req.max_members = limits_.max_group_members;
         }
         if (cmd.op == GroupOp::kRemoveMembers || cmd.op == GroupOp::kMuteMember) {
             req.targets_below = static_cast<MemberRole>(std::min(rank, static_cast<int>(MemberRole::kOwner)));
@@ -600,6 +664,27 @@ void MessageOrchestrator::SendOperation(SendCommand command, Callback<SendReceip
                                 : type == EventType::kDeletedForEveryone ? "delete:" + target
                                                                          : "op:" + ids_.NewId();
     }
+    if (auto ref = ParseConversationId(command.conversation_id); ref) {
+        // A retry refused because its own first run changed the message (recalled, reacted) gets the original.
+        const std::string sender =
+            command.check_membership || !command.sender.user_id.empty() ? command.sender.user_id : "system";
+        done = [this, tenant = command.sender.tenant_id, conv = ref->id, sender, cmid = command.client_msg_id, type,
+                done = std::move(done)](Result<SendReceipt> r) mutable {
+            if (r) {
+                return done(std::move(r));
+            }
+            OriginalOrRefusal(
+                messages_, tenant, conv, sender, cmid,
+                [type](const MessageRecord& m) { return m.kind == MessageKind::kEvent && m.event.type == type; },
+                r.error(), [done = std::move(done)](Result<MessageRecord> o) {
+                    if (!o) {
+                        return done(o.error());
+                    }
+                    done(SendReceipt{o->conversation_id, o->server_msg_id, o->seq, o->server_time_ms, true,
+                                     StoredText(*o)});
+                });
+        };
+    }
     const std::string tenant = command.sender.tenant_id, conv = command.conversation_id;
     const std::string user = command.check_membership ? command.sender.user_id : std::string();
     sessions_.Resolve(tenant, user, conv, [this, command = std::move(command), done = std::move(done),
@@ -639,13 +724,19 @@ void MessageOrchestrator::SendOperation(SendCommand command, Callback<SendReceip
                                               (t.recalled ? "recalled" : "deleted")));
                 }
                 const bool system = !command.check_membership;
-                const bool is_sender = t.sender_id == command.sender.user_id;
+                // A user is never the sender of a system message, whatever its sender id says.
+                const bool is_sender = t.sender_id == command.sender.user_id &&
+                                       (system || t.kind != MessageKind::kSystem);
                 const bool admin = system || (resolved.ref.type == ConversationType::kGroup &&
                                               resolved.MetaOf(command.sender.user_id).role != MemberRole::kMember);
                 const EventType type = command.event.type;
                 if (type == EventType::kRecalled || type == EventType::kDeletedForEveryone) {
                     const bool in_window =
                         clock_.NowMs() - t.server_time_ms <= static_cast<int64_t>(limits_.recall_window_ms);
+                    if (!system && (!is_sender || !in_window)) {
+                        // Allowed by the role the cached view shows: the store checks it again.
+                        command.min_sender_role = MemberRole::kAdmin;
+                    }
                     if (!admin) {
                         if (!is_sender) {
                             return done(MakeError(Errc::kPermissionDenied, "not_sender",

@@ -41,12 +41,15 @@ struct AppendRequest {
     // (kFailedPrecondition "not_member"), with a role below this one when set ("insufficient_role").
     // kMembersAdded: none may be a member yet ("already_member").
     std::optional<MemberRole> targets_below;
+    // kMembersAdded: the group may not grow beyond this many members ("group_full"); 0: no limit.
+    uint64_t max_members = 0;
 };
 // An event (message.kind kEvent) is applied in the transaction that stores it, after its
 // preconditions are checked there; a failed precondition stores nothing and allocates no seq:
 //   kGroupCreated: the conversation must not exist (kAlreadyExists "conversation_exists");
 //   kMembersAdded / kMembersRemoved / kMemberLeft / kRoleChanged / kMemberMuted / kGroupRenamed /
-//   kGroupDissolved: change the members or the group (permissions are the caller's job);
+//   kGroupDissolved: change the members or the group (permissions are the caller's job, but an
+//   owner's kMemberLeft fails "owner_cannot_leave" when check_sender is set);
 //   kRecalled / kDeletedForEveryone / kEdited / kReactionAdded / kReactionRemoved: target_seq must be
 //   a text or system message (kNotFound "unknown_message") that is not recalled or deleted
 //   (kFailedPrecondition "message_recalled" / "message_deleted"); an edit keeps the old text in the
@@ -85,6 +88,11 @@ public:
     // deleted_for_me, with no text.
     virtual void ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
                            std::string reader_id, Callback<MessagePage> done) = 0;
+
+    // What `sender_id` appended with `client_msg_id` to the conversation, or std::nullopt. Only the
+    // message's own row is read (a recalled message has no text; reactions and edits are not read).
+    virtual void FindAppended(std::string tenant_id, std::string conversation_id, std::string sender_id,
+                              std::string client_msg_id, Callback<std::optional<MessageRecord>> done) = 0;
 };
 
 struct MemberInfo {

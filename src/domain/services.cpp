@@ -13,11 +13,35 @@ bool Contains(const std::vector<std::string>& sorted, const std::string& user) {
     return std::binary_search(sorted.begin(), sorted.end(), user);
 }
 
+}  // namespace
+
+std::string StoredText(const MessageRecord& m) {
+    return m.kind != MessageKind::kEvent ? m.text : m.event.type == EventType::kEdited ? m.event.text : std::string();
+}
+
+namespace {
+
 Error NotMember(const std::string& conv) {
     return MakeError(Errc::kPermissionDenied, "not_member", "you are not a member of conversation '" + conv + "'");
 }
 
 }  // namespace
+
+void OriginalOrRefusal(MessageStore& store, std::string tenant_id, std::string conversation_id, std::string sender_id,
+                       std::string client_msg_id, std::function<bool(const MessageRecord&)> same_kind, Error refusal,
+                       Callback<MessageRecord> done) {
+    if (client_msg_id.empty() || refusal.code == Errc::kUnavailable || refusal.code == Errc::kInvalidArgument) {
+        return done(std::move(refusal));
+    }
+    store.FindAppended(std::move(tenant_id), std::move(conversation_id), std::move(sender_id), std::move(client_msg_id),
+                       [same_kind = std::move(same_kind), refusal = std::move(refusal),
+                        done = std::move(done)](Result<std::optional<MessageRecord>> found) mutable {
+                           if (found && *found && same_kind(**found)) {
+                               return done(std::move(**found));
+                           }
+                           done(std::move(refusal));
+                       });
+}
 
 // ------------------------------------------------------------------------------------------ session
 
@@ -660,8 +684,9 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
         // An unreachable hook engine is treated as allowing (each hook's own failure policy was
         // applied by the engine).
         if (verdict && verdict->action == PreSendVerdict::Action::kReject) {
-            item.done(MakeError(Errc::kPermissionDenied, "rejected_by_hook",
-                                verdict->reason.empty() ? "the message was rejected" : verdict->reason));
+            AnswerRejected(std::move(item), MakeError(Errc::kPermissionDenied, "rejected_by_hook",
+                                                      verdict->reason.empty() ? "the message was rejected"
+                                                                              : verdict->reason));
         } else if (verdict && verdict->action == PreSendVerdict::Action::kRewrite &&
                    (verdict->text.empty() || verdict->text.size() > limits_.max_text_bytes)) {
             item.done(MakeError(Errc::kPermissionDenied, "rejected_by_hook",
@@ -688,6 +713,23 @@ void MessageOrchestrator::RunPreSend(const std::string& key) {
             RunPreSend(key);
         }
     });
+}
+
+void MessageOrchestrator::AnswerRejected(PreSendItem item, Error rejection) {
+    // The hooks may have changed since, or a rate limit counts the retry: the client must not be
+    // told that a message everyone received was refused.
+    const SendCommand& c = item.command;
+    OriginalOrRefusal(
+        messages_, c.sender.tenant_id, item.resolved.ref.id, c.sender.user_id, c.client_msg_id,
+        [kind = c.kind, type = c.event.type](const MessageRecord& m) {
+            return m.kind == kind && (kind != MessageKind::kEvent || m.event.type == type);
+        },
+        std::move(rejection), [done = std::move(item.done)](Result<MessageRecord> r) {
+            if (!r) {
+                return done(r.error());
+            }
+            done(SendReceipt{r->conversation_id, r->server_msg_id, r->seq, r->server_time_ms, true, StoredText(*r)});
+        });
 }
 
 void MessageOrchestrator::PublishCommitted(const MessageRecord& m) {
@@ -731,6 +773,7 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
     if (resolved.ref.type == ConversationType::kGroup && command.check_membership) {
         // The member cache may be behind a removal or a mute that is committing: the store checks again.
         req.check_sender = true;
+        req.min_sender_role = command.min_sender_role;
         req.refuse_muted = m.kind != MessageKind::kEvent || m.event.type == EventType::kEdited;
     }
     FanoutPlan plan{resolved.members, std::move(command.gateway_id), command.connection_id};
@@ -747,7 +790,8 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
             if (!appended->duplicate && hooks_ != nullptr) {
                 PublishCommitted(m);
             }
-            done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate, m.text});
+            done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate,
+                             StoredText(m)});
         },
         std::move(on_delivered));
 }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,17 @@
 #include "domain/ports.hpp"
 
 namespace flare {
+
+// A request refused with `refusal` may repeat one that `sender` already stored with this
+// client_msg_id (its answer was lost; the state has moved on since, so the checks fail now). Then
+// the stored original answers it, like any retry; otherwise the refusal does. `same_kind` says
+// whether a stored message is the same kind of request.
+void OriginalOrRefusal(MessageStore& store, std::string tenant_id, std::string conversation_id, std::string sender_id,
+                       std::string client_msg_id, std::function<bool(const MessageRecord&)> same_kind, Error refusal,
+                       Callback<MessageRecord> done);
+
+// What a send's answer says was stored: the message's text, or an edit's new text ("" for other events).
+std::string StoredText(const MessageRecord& m);
 
 struct Limits {
     uint32_t max_text_bytes = 4096;
@@ -197,6 +209,7 @@ private:
     bool NeedsPreSend(const std::string& conversation_id, const SendCommand& command);
     void EnqueuePreSend(PreSendItem item);
     void RunPreSend(const std::string& key);
+    void AnswerRejected(PreSendItem item, Error rejection);
     void PublishCommitted(const MessageRecord& m);
     void SendOperation(SendCommand command, Callback<SendReceipt> done, std::function<void(DeliveryStats)> on_delivered);
     void CommitResolved(SendCommand command, ResolvedConversation resolved, Callback<SendReceipt> done,

@@ -60,6 +60,14 @@ void BusCommitter::Commit(AppendRequest request, FanoutPlan plan, Callback<Appen
     for (const auto& u : request.create_with_members) {
         cmd.add_create_with_members(u);
     }
+    cmd.set_check_sender(request.check_sender);
+    cmd.set_min_sender_role(static_cast<int32_t>(request.min_sender_role));
+    cmd.set_refuse_muted(request.refuse_muted);
+    if (request.targets_below) {
+        cmd.set_has_targets_below(true);
+        cmd.set_targets_below(static_cast<int32_t>(*request.targets_below));
+    }
+    cmd.set_max_members(request.max_members);
     ToProto(plan, cmd.mutable_plan());
     const std::string key = BusKey(request.message.tenant_id, request.message.conversation_id);
     {
@@ -199,6 +207,16 @@ void StorageWriter::Handle(const BusRecord& record, BusAck ack) {
     AppendRequest req;
     req.message = FromProto(cmd->message());
     req.create_with_members.assign(cmd->create_with_members().begin(), cmd->create_with_members().end());
+    auto role = [](int32_t r) {
+        return static_cast<MemberRole>(std::clamp<int32_t>(r, 0, static_cast<int32_t>(MemberRole::kOwner)));
+    };
+    req.check_sender = cmd->check_sender();
+    req.min_sender_role = role(cmd->min_sender_role());
+    req.refuse_muted = cmd->refuse_muted();
+    if (cmd->has_targets_below()) {
+        req.targets_below = role(cmd->targets_below());
+    }
+    req.max_members = cmd->max_members();
     store_.Append(std::move(req), [this, cmd, ack = std::move(ack)](Result<AppendResult> r) mutable {
         ipb::AppendOutcome outcome;
         outcome.set_request_id(cmd->request_id());

@@ -665,8 +665,150 @@ TYPED_TEST_P(StoreContract, ChecksThatRaceWithChangesHoldInTheTransaction) {
     EXPECT_EQ(recreate.error().reason, "conversation_exists");
 }
 
+// Rules that a concurrent change could break between the caller's check and the write hold in the
+// transaction: the owner cannot leave, a group does not grow past its limit, an operation allowed
+// to admins only needs the role still; a retry is found by its client_msg_id; a user's text never
+// answers with a system message that has the same sender id and client_msg_id.
+TYPED_TEST_P(StoreContract, OwnershipSizeAndAdminRightsHoldInTheTransaction) {
+    this->CreateGroup("group:o", "alice", {"alice", "bob", "carol"});
+    auto request = [](std::string sender, std::string cid, MessageEvent ev) {
+        AppendRequest req;
+        req.message.tenant_id = "t1";
+        req.message.conversation_id = "group:o";
+        req.message.conversation_type = ConversationType::kGroup;
+        req.message.server_msg_id = "s-" + cid;
+        req.message.client_msg_id = cid;
+        req.message.sender_id = std::move(sender);
+        req.message.server_time_ms = 3000;
+        req.message.kind = MessageKind::kEvent;
+        req.message.event = std::move(ev);
+        req.check_sender = true;
+        return req;
+    };
+    auto append = [&](const AppendRequest& req) {
+        return Await<AppendResult>([&](auto cb) { this->store_->Append(req, cb); });
+    };
+    MessageEvent leave;
+    leave.type = EventType::kMemberLeft;
+    leave.user_ids = {"alice"};
+    auto owner_leaves = append(request("alice", "leave-a", leave));
+    ASSERT_FALSE(owner_leaves.ok());
+    EXPECT_EQ(owner_leaves.error().reason, "owner_cannot_leave");
+    leave.user_ids = {"carol"};
+    ASSERT_TRUE(append(request("carol", "leave-c", leave)).ok());  // seq 2: alice, bob left
+
+    MessageEvent add;
+    add.type = EventType::kMembersAdded;
+    add.user_ids = {"dave", "erin"};
+    AppendRequest too_many = request("alice", "add-2", add);
+    too_many.min_sender_role = MemberRole::kAdmin;
+    too_many.max_members = 3;
+    auto full = append(too_many);
+    ASSERT_FALSE(full.ok());
+    EXPECT_EQ(full.error().reason, "group_full");
+    too_many.message.event.user_ids = {"dave"};
+    ASSERT_TRUE(append(too_many).ok());  // seq 3: three members, the limit
+
+    ASSERT_TRUE(this->Append("group:o", "alice", "m4", "from alice").ok());  // seq 4
+    MessageEvent recall;
+    recall.type = EventType::kRecalled;
+    recall.target_seq = 4;
+    AppendRequest by_admin = request("bob", "recall-4", recall);
+    by_admin.min_sender_role = MemberRole::kAdmin;  // bob is not the sender: only as an admin
+    auto not_admin = append(by_admin);
+    ASSERT_FALSE(not_admin.ok());
+    EXPECT_EQ(not_admin.error().reason, "insufficient_role");
+    MessageEvent promote;
+    promote.type = EventType::kRoleChanged;
+    promote.user_ids = {"bob"};
+    promote.role = MemberRole::kAdmin;
+    ASSERT_TRUE(this->Event("group:o", "alice", "promote-bob", promote).ok());  // seq 5
+    auto recalled = append(by_admin);
+    ASSERT_TRUE(recalled.ok()) << recalled.error().message;
+    EXPECT_EQ(recalled->message.seq, 6u);
+
+    auto found = Await<std::optional<MessageRecord>>(
+        [&](auto cb) { this->store_->FindAppended("t1", "group:o", "alice", "m4", cb); });
+    ASSERT_TRUE(found.ok());
+    ASSERT_TRUE(found->has_value());
+    EXPECT_EQ((*found)->seq, 4u);
+    EXPECT_EQ((*found)->kind, MessageKind::kText);
+    EXPECT_EQ((*found)->server_msg_id, "srv-m4");
+    auto missing = Await<std::optional<MessageRecord>>(
+        [&](auto cb) { this->store_->FindAppended("t1", "group:o", "bob", "m4", cb); });
+    ASSERT_TRUE(missing.ok());
+    EXPECT_FALSE(missing->has_value());
+
+    AppendRequest official;  // from a business system whose name is "crm"
+    official.message.tenant_id = "t1";
+    official.message.conversation_id = "group:o";
+    official.message.conversation_type = ConversationType::kGroup;
+    official.message.client_msg_id = "k1";
+    official.message.server_msg_id = "s-k1";
+    official.message.sender_id = "crm";
+    official.message.server_time_ms = 4000;
+    official.message.kind = MessageKind::kSystem;
+    official.message.text = "Official";
+    ASSERT_TRUE(append(official).ok());
+    AppendRequest impostor = official;
+    impostor.message.kind = MessageKind::kText;
+    impostor.message.server_msg_id = "s-k1b";
+    auto reused = append(impostor);
+    ASSERT_FALSE(reused.ok());
+    EXPECT_EQ(reused.error().reason, "client_msg_id_reused");
+}
+
+// What one message carries is bounded: its edits, its different emoji, one user's reactions.
+TYPED_TEST_P(StoreContract, ReactionsAndEditsPerMessageAreBounded) {
+    ASSERT_TRUE(this->Append("direct:a:b", "a", "m1", "v0", {"a", "b"}).ok());  // seq 1
+    for (int i = 1; i <= 100; ++i) {
+        auto e = this->Op("direct:a:b", "a", "e" + std::to_string(i), EventType::kEdited, 1, "v" + std::to_string(i));
+        ASSERT_TRUE(e.ok()) << i << ": " << e.error().message;
+    }
+    auto edit = this->Op("direct:a:b", "a", "e101", EventType::kEdited, 1, "one too many");
+    ASSERT_FALSE(edit.ok());
+    EXPECT_EQ(edit.error().reason, "too_many_edits");
+
+    ASSERT_TRUE(this->Append("direct:a:b", "a", "m2", "react to me").ok());
+    const uint64_t target = this->Read("direct:a:b", 0, 200)->last_seq;
+    for (int i = 0; i < 20; ++i) {
+        auto r = this->Op("direct:a:b", "b", "rb" + std::to_string(i), EventType::kReactionAdded, target,
+                          "e" + std::to_string(i));
+        ASSERT_TRUE(r.ok()) << r.error().message;
+    }
+    auto mine = this->Op("direct:a:b", "b", "rb20", EventType::kReactionAdded, target, "e20");
+    ASSERT_FALSE(mine.ok());
+    EXPECT_EQ(mine.error().reason, "too_many_reactions");
+    for (int i = 20; i < 40; ++i) {  // a's twenty: e20..e39
+        auto r = this->Op("direct:a:b", "a", "ra" + std::to_string(i), EventType::kReactionAdded, target,
+                          "e" + std::to_string(i));
+        ASSERT_TRUE(r.ok()) << r.error().message;
+    }
+    // 40 different emoji so far; ten other users (the store leaves membership to its caller here)
+    // bring them to 50.
+    for (int i = 40; i < 50; ++i) {
+        MessageEvent ev;
+        ev.type = EventType::kReactionAdded;
+        ev.target_seq = target;
+        ev.text = "e" + std::to_string(i);
+        auto r = this->Event("direct:a:b", "u" + std::to_string(i), "ru" + std::to_string(i), ev);
+        ASSERT_TRUE(r.ok()) << r.error().message;
+    }
+    MessageEvent fifty_first;
+    fifty_first.type = EventType::kReactionAdded;
+    fifty_first.target_seq = target;
+    fifty_first.text = "e50";
+    auto refused = this->Event("direct:a:b", "u50", "ru50", fifty_first);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().reason, "too_many_reactions");
+    fifty_first.text = "e0";  // one of the fifty: fine
+    EXPECT_TRUE(this->Event("direct:a:b", "u50", "ru50b", fifty_first).ok());
+}
+
 REGISTER_TYPED_TEST_SUITE_P(StoreContract,
+                            ReactionsAndEditsPerMessageAreBounded,
                             ChecksThatRaceWithChangesHoldInTheTransaction,
+                            OwnershipSizeAndAdminRightsHoldInTheTransaction,
                             GroupEventsChangeMembersAndRoles,
                             MessageOperationsChangeTheTargetAtomically,
                             ConversationListCountsUnreadAndPages,

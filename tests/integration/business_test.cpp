@@ -264,6 +264,31 @@ TEST_F(Business, SendMessageAsUserOrSystemIsStoredWithSeqAndIdempotent) {
     EXPECT_EQ(page.messages(0).seq(), 2u);
     EXPECT_TRUE(page.messages(0).system());
     EXPECT_FALSE(page.has_more());
+
+    // A user whose id is the business caller's name ("crm") is not the sender of its system messages:
+    // they cannot edit or recall them, and its idempotency key is not their message.
+    req.set_conversation_id("direct:crm:user2");
+    req.clear_sender_id();
+    req.set_idempotency_key("ticket-9");
+    req.set_text("Official: your order shipped");
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::SendMessage, req, &resp).ok());
+    auto crm = TestClient::Login(server_.port(), "crm", "phone");
+    for (int op = 0; op < 2; ++op) {
+        pb::ClientFrame f;
+        f.mutable_message_op()->set_conversation_id("direct:crm:user2");
+        f.mutable_message_op()->set_seq(resp.seq());
+        if (op == 0) {
+            f.mutable_message_op()->mutable_edit()->set_text("Official: send your password");
+        } else {
+            f.mutable_message_op()->mutable_recall();
+        }
+        auto refused = crm->Request(f);
+        ASSERT_TRUE(refused && refused->has_error()) << refused->DebugString();
+        EXPECT_EQ(refused->error().reason(), "not_sender");
+    }
+    auto own = crm->Send("direct:crm:user2", "ticket-9", "mine");
+    ASSERT_TRUE(own && own->has_error()) << own->DebugString();
+    EXPECT_EQ(own->error().reason(), "client_msg_id_reused");
 }
 
 TEST_F(Business, CallersAreAuthenticatedAndMustBeBusiness) {

@@ -432,7 +432,13 @@ TEST_F(ConversationOps, RecallInsideAndOutsideTheWindowAndByANonSender) {
     ASSERT_TRUE(live);
     EXPECT_EQ(live->event().target_seq(), m1);
     EXPECT_EQ(live->sender_id(), "bob");
-    ExpectError(Recall(bob, g, m1), "message_recalled");
+    // bob's repeat is a retry of his recall (the same default key, "recall:SEQ"): answered with the
+    // original. The owner's recall of the recalled message is refused.
+    auto again = Recall(bob, g, m1);
+    ASSERT_TRUE(again && again->has_message_op()) << again->DebugString();
+    EXPECT_TRUE(again->message_op().duplicate());
+    EXPECT_EQ(again->message_op().seq(), ok->message_op().seq());
+    ExpectError(Recall(alice, g, m1), "message_recalled");
 
     std::this_thread::sleep_for(std::chrono::milliseconds(kRecallWindowMs + 300));
     ExpectError(Recall(bob, g, m2), "recall_window_expired");
@@ -578,6 +584,8 @@ TEST_F(ConversationOps, TypingIsLiveAndNeverInHistory) {
                              [](const pb::Notice& n) { return n.has_typing() && !n.typing().stopped(); });
     };
     ASSERT_EQ(typing_notices(), 1);
+    // A start is forwarded again once the last forwarded start is a second old.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
     typing.mutable_typing()->set_stopped(false);
     auto again = bob.Request(typing);
     ASSERT_TRUE(again && again->has_typing()) << again->DebugString();
@@ -592,13 +600,95 @@ TEST_F(ConversationOps, TypingIsLiveAndNeverInHistory) {
     EXPECT_FALSE(alice.WaitNotice([&](const pb::Notice&) { return typing_notices() > 2; },
                                   std::chrono::milliseconds(300)));
     EXPECT_EQ(typing_notices(), 2);
+    pb::ClientFrame stranger;
+    stranger.mutable_typing()->set_conversation_id(DirectConversationId("carol", "dave"));
+    ExpectError(bob.Request(stranger), "not_member");
+    // Toggling start and stop does not get round it: of ten alternations, one stop goes through.
+    const auto stop_notices = [&] {
+        return std::count_if(alice.notices.begin(), alice.notices.end(),
+                             [](const pb::Notice& n) { return n.has_typing() && n.typing().stopped(); });
+    };
+    ASSERT_EQ(stop_notices(), 1);
+    for (int i = 0; i < 10; ++i) {
+        typing.mutable_typing()->set_stopped(i % 2 == 0);
+        auto toggle = bob.Request(typing);
+        ASSERT_TRUE(toggle && toggle->has_typing()) << toggle->DebugString();
+    }
+    ASSERT_TRUE(alice.WaitNotice([&](const pb::Notice&) { return stop_notices() == 2; }));
+    EXPECT_FALSE(alice.WaitNotice([&](const pb::Notice&) { return stop_notices() > 2 || typing_notices() > 2; },
+                                  std::chrono::milliseconds(300)));
+    // Nor does typing in many conversations: at most 8 typing notices a second leave one device.
+    std::vector<std::string> groups;
+    for (int i = 0; i < 10; ++i) {
+        groups.push_back(CreateGroup(alice, {"bob"}, "T" + std::to_string(i)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    const auto before = typing_notices();
+    for (const auto& g : groups) {
+        pb::ClientFrame t;
+        t.mutable_typing()->set_conversation_id(g);
+        auto answered = bob.Request(t);
+        ASSERT_TRUE(answered && answered->has_typing()) << answered->DebugString();
+    }
+    ASSERT_TRUE(alice.WaitNotice([&](const pb::Notice&) { return typing_notices() - before == 8; }));
+    EXPECT_FALSE(alice.WaitNotice([&](const pb::Notice&) { return typing_notices() - before > 8; },
+                                  std::chrono::milliseconds(300)));
     auto history = History(bob, d);
     ASSERT_EQ(history.size(), 1u);
     EXPECT_EQ(history[0].text(), "hi");
     EXPECT_EQ(List(bob)[d].last_seq(), 1u);
-    pb::ClientFrame stranger;
-    stranger.mutable_typing()->set_conversation_id(DirectConversationId("carol", "dave"));
-    ExpectError(bob.Request(stranger), "not_member");
+}
+
+// A retry (same client_msg_id) whose first run changed the state it is checked against is answered
+// with the stored original, not with the refusal that state now gives: a group created without a
+// group_id, members added, a reaction.
+TEST_F(ConversationOps, RetriesAreAnsweredWithTheOriginal) {
+    Device alice = Login("alice", "phone");
+    Device bob = Login("bob", "laptop", true);
+    auto create = Group("", [](pb::GroupRequest* g) {
+        g->mutable_create()->set_name("Retry");
+        g->mutable_create()->add_member_ids("bob");
+    });
+    create.mutable_group()->set_client_msg_id("gc-" + RandomHexId(4));
+    auto first = alice.Request(create);
+    ASSERT_TRUE(first && first->has_group()) << first->DebugString();
+    EXPECT_FALSE(first->group().duplicate());
+    auto second = alice.Request(create);
+    ASSERT_TRUE(second && second->has_group()) << second->DebugString();
+    EXPECT_TRUE(second->group().duplicate());
+    const std::string g = first->group().event().conversation_id();
+    EXPECT_EQ(second->group().event().conversation_id(), g);
+    create.mutable_group()->set_client_msg_id("gc-other");
+    auto other = alice.Request(create);
+    ASSERT_TRUE(other && other->has_group()) << other->DebugString();
+    EXPECT_NE(other->group().event().conversation_id(), g) << "another id is another group";
+
+    auto add = Group(g, [](pb::GroupRequest* r) { r->mutable_add_members()->add_user_ids("carol"); });
+    add.mutable_group()->set_client_msg_id("add-1");
+    auto added = alice.Request(add);
+    ASSERT_TRUE(added && added->has_group()) << added->DebugString();
+    auto added_again = alice.Request(add);
+    ASSERT_TRUE(added_again && added_again->has_group()) << added_again->DebugString();
+    EXPECT_TRUE(added_again->group().duplicate());
+    EXPECT_EQ(added_again->group().event().seq(), added->group().event().seq());
+    add.mutable_group()->set_client_msg_id("add-2");
+    ExpectError(alice.Request(add), "already_member");
+
+    const uint64_t m = Send(bob, g, "retry me");
+    pb::ClientFrame react;
+    react.mutable_message_op()->set_conversation_id(g);
+    react.mutable_message_op()->set_seq(m);
+    react.mutable_message_op()->set_client_msg_id("re-1");
+    react.mutable_message_op()->mutable_add_reaction()->set_emoji("👍");
+    auto reacted = alice.Request(react);
+    ASSERT_TRUE(reacted && reacted->has_message_op()) << reacted->DebugString();
+    auto reacted_again = alice.Request(react);
+    ASSERT_TRUE(reacted_again && reacted_again->has_message_op()) << reacted_again->DebugString();
+    EXPECT_TRUE(reacted_again->message_op().duplicate());
+    EXPECT_EQ(reacted_again->message_op().seq(), reacted->message_op().seq());
+    react.mutable_message_op()->set_client_msg_id("re-2");
+    ExpectError(alice.Request(react), "already_reacted");
+    EXPECT_EQ(History(bob, g).back().seq(), reacted->message_op().seq()) << "retries stored nothing";
 }
 
 // Delete for me hides a message from one user's history only (and their other devices hear of it);

@@ -540,11 +540,20 @@ TEST(Hooks, KeywordFilterAndRateLimit) {
     auto masked = SendText(*alice, kDirect, "what the heck");
     ASSERT_TRUE(masked && masked->has_send()) << masked->DebugString();
     EXPECT_EQ(bob->Messages(1).at(0).text(), "what the ****");
-    ASSERT_TRUE(SendText(*alice, kDirect, "two")->has_send());
+    auto two = alice->Send(kDirect, "c-two", "two");
+    ASSERT_TRUE(two && two->has_send());
     ASSERT_TRUE(SendText(*alice, kDirect, "three")->has_send());
     auto limited = SendText(*alice, kDirect, "four");
     ASSERT_TRUE(limited && limited->has_error());
     EXPECT_NE(limited->error().message().find("rate_limited"), std::string::npos) << limited->error().message();
+    // A retry of a stored message is answered with the original, though the rate limit refuses new ones.
+    auto retry = alice->Send(kDirect, "c-two", "two");
+    ASSERT_TRUE(retry && retry->has_send()) << retry->DebugString();
+    EXPECT_TRUE(retry->send().duplicate());
+    EXPECT_EQ(retry->send().seq(), two->send().seq());
+    // The same id for a message never stored is refused as before.
+    auto refused_again = alice->Send(kDirect, "c-never", "four again");
+    ASSERT_TRUE(refused_again && refused_again->has_error());
     ASSERT_TRUE(SendText(*bob, kDirect, "bob has his own budget")->has_send());
     // Another tenant adding a hook (the hook list is rebuilt) forgives nobody.
     auto stub = bpb::BusinessService::NewStub(grpc::CreateChannel(
@@ -573,6 +582,7 @@ TEST(Hooks, KeywordFilterAndRateLimit) {
     edit.mutable_message_op()->mutable_edit()->set_text("oh heck");
     auto masked_edit = bob->Request(edit);
     ASSERT_TRUE(masked_edit && masked_edit->has_message_op()) << masked_edit->DebugString();
+    EXPECT_EQ(masked_edit->message_op().text(), "oh ****") << "the editor learns what was stored";
     pb::ClientFrame get;
     get.mutable_get_message()->set_conversation_id(kDirect);
     get.mutable_get_message()->set_seq(bobs->send().seq());
@@ -737,6 +747,13 @@ TEST(Hooks, BusinessApiManagesHooksPerTenant) {
     EXPECT_EQ(list.hooks(1).name(), "tenant-filter");
     EXPECT_EQ(list.hooks(1).keywords(0), "refund");
     EXPECT_EQ(list.hooks(0).secret(), "(set)");
+    // GET /metrics: the operator's tenant sees every hook, another tenant only its own.
+    EXPECT_NE(Metrics(*server).find("hook=\"tenant-filter\",tenant=\"default\""), std::string::npos);
+    const std::string globex_metrics =
+        RawHttp(server->http_port(), "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                         BusinessToken("globex") + "\r\nConnection: close\r\n\r\n");
+    EXPECT_NE(globex_metrics.find("flare_hook_queued"), std::string::npos) << globex_metrics;
+    EXPECT_EQ(globex_metrics.find("tenant-filter"), std::string::npos) << globex_metrics;
     bpb::PutHookRequest back;
     *back.mutable_hook() = list.hooks(0);
     back.mutable_hook()->set_timeout_ms(700);

@@ -101,7 +101,7 @@ bool DecodeListCursor(std::string_view token, ListCursor& out) {
     return !out.conversation_id.empty() && out.conversation_id.size() <= 200;
 }
 
-Status CheckMembers(const AppendRequest& req, const MemberLookup& member) {
+Status CheckMembers(const AppendRequest& req, const MemberLookup& member, const std::function<uint64_t()>& count) {
     const MessageRecord& m = req.message;
     if (req.check_sender) {
         auto me = member(m.sender_id);
@@ -116,11 +116,19 @@ Status CheckMembers(const AppendRequest& req, const MemberLookup& member) {
         if (req.refuse_muted && me->second > m.server_time_ms) {
             return MakeError(Errc::kPermissionDenied, "member_muted", "you are muted in this group");
         }
+        if (m.kind == MessageKind::kEvent && m.event.type == EventType::kMemberLeft && me->first == MemberRole::kOwner) {
+            return MakeError(Errc::kFailedPrecondition, "owner_cannot_leave",
+                             "the owner cannot leave: hand the group to another member (setRole owner) or dissolve it");
+        }
     }
     if (m.kind != MessageKind::kEvent) {
         return {};
     }
     const EventType t = m.event.type;
+    if (t == EventType::kMembersAdded && req.max_members != 0 && count() + m.event.user_ids.size() > req.max_members) {
+        return MakeError(Errc::kResourceExhausted, "group_full",
+                         "a group has at most " + std::to_string(req.max_members) + " members");
+    }
     for (const auto& u : m.event.user_ids) {
         if (t == EventType::kMembersAdded) {
             if (member(u)) {
@@ -141,7 +149,8 @@ Status CheckMembers(const AppendRequest& req, const MemberLookup& member) {
     return {};
 }
 
-Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target, const std::function<bool()>& reacted) {
+Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target,
+                   const std::function<ReactionCounts()>& reactions) {
     const MessageEvent& ev = m.event;
     const std::string seq = std::to_string(ev.target_seq);
     if (!target) {
@@ -156,20 +165,35 @@ Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target, cons
     if (target->flags & kFlagDeleted) {
         return MakeError(Errc::kFailedPrecondition, "message_deleted", "message " + seq + " was deleted");
     }
+    if (ev.type == EventType::kEdited && target->edit_version >= kMaxEdits) {
+        return MakeError(Errc::kResourceExhausted, "too_many_edits",
+                         "message " + seq + " was edited " + std::to_string(kMaxEdits) + " times, the limit");
+    }
     if (ev.type == EventType::kReactionAdded || ev.type == EventType::kReactionRemoved) {
-        const bool exists = reacted();
-        if (ev.type == EventType::kReactionAdded && exists) {
+        const ReactionCounts n = reactions();
+        if (ev.type == EventType::kReactionAdded && n.mine_with_emoji) {
             return MakeError(Errc::kFailedPrecondition, "already_reacted", "you already reacted with " + ev.text);
         }
-        if (ev.type == EventType::kReactionRemoved && !exists) {
+        if (ev.type == EventType::kReactionRemoved && !n.mine_with_emoji) {
             return MakeError(Errc::kFailedPrecondition, "not_reacted", "you have not reacted with " + ev.text);
+        }
+        if (ev.type == EventType::kReactionAdded && n.with_emoji == 0 && n.distinct_emoji >= kMaxReactionEmoji) {
+            return MakeError(Errc::kResourceExhausted, "too_many_reactions",
+                             "message " + seq + " has " + std::to_string(kMaxReactionEmoji) +
+                                 " different emoji, the limit: add one of those");
+        }
+        if (ev.type == EventType::kReactionAdded && n.mine >= kMaxReactionsPerUser) {
+            return MakeError(Errc::kResourceExhausted, "too_many_reactions",
+                             "you have " + std::to_string(kMaxReactionsPerUser) + " reactions on message " + seq +
+                                 ", the limit");
         }
     }
     return {};
 }
 
 Status CheckSameKind(const MessageRecord& original, const MessageRecord& m) {
-    const bool same = (original.kind == MessageKind::kEvent) == (m.kind == MessageKind::kEvent) &&
+    // A user's text never answers with a system message of the same id (or the other way round).
+    const bool same = original.kind == m.kind &&
                       (m.kind != MessageKind::kEvent || original.event.type == m.event.type);
     if (same) {
         return {};

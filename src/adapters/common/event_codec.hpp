@@ -32,22 +32,37 @@ bool DecodeListCursor(std::string_view token, ListCursor& out);
 
 // The membership checks an append makes in its transaction (AppendRequest::check_sender,
 // targets_below, and the members an event adds or removes), given a way to read one member's role
-// and mute as they are now (std::nullopt: not a member).
+// and mute as they are now (std::nullopt: not a member) and a way to count the members (asked only
+// when AppendRequest::max_members limits an addition).
 using MemberLookup = std::function<std::optional<std::pair<MemberRole, int64_t>>(const std::string& user)>;
-Status CheckMembers(const AppendRequest& req, const MemberLookup& member);
+Status CheckMembers(const AppendRequest& req, const MemberLookup& member, const std::function<uint64_t()>& count);
 
 // The message flags both stores keep in their `flags` column.
 constexpr int kFlagRecalled = 1;
 constexpr int kFlagDeleted = 2;
 
 // The preconditions of a message operation (recall, delete, edit, reaction) on its target, given
-// the target's row as it is now (std::nullopt: no such seq) and a way to ask whether the sender
-// already reacted with the event's emoji (asked only for reactions).
+// the target's row as it is now (std::nullopt: no such seq) and a way to count the target's
+// reactions (asked only for reactions). A message keeps at most kMaxEdits edits and
+// kMaxReactionEmoji different emoji, and one user puts at most kMaxReactionsPerUser reactions on
+// it (kResourceExhausted "too_many_edits" / "too_many_reactions"): what a message's readers load
+// stays bounded.
 struct TargetRow {
     MessageKind kind = MessageKind::kText;
     int64_t flags = 0;
+    int64_t edit_version = 0;  // edits so far
 };
-Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target, const std::function<bool()>& reacted);
+struct ReactionCounts {
+    uint64_t distinct_emoji = 0;  // on the message
+    uint64_t with_emoji = 0;      // reactions with the event's emoji, anyone's
+    uint64_t mine = 0;            // the sender's, any emoji
+    bool mine_with_emoji = false;
+};
+constexpr int64_t kMaxEdits = 100;
+constexpr uint64_t kMaxReactionEmoji = 50;
+constexpr uint64_t kMaxReactionsPerUser = 20;
+Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target,
+                   const std::function<ReactionCounts()>& reactions);
 
 // A repeated client_msg_id answers its original only for the same kind of request (a message, or an
 // event of the same type); otherwise kAlreadyExists "client_msg_id_reused".

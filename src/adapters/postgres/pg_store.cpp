@@ -411,18 +411,20 @@ std::optional<MessageRecord> FindByClientId(pg::Conn& c, const MessageRecord& m)
 // The preconditions of a message operation, checked before anything is written.
 Status CheckTarget(pg::Conn& c, const MessageRecord& m) {
     const MessageEvent& ev = m.event;
-    auto r = c.Exec("SELECT kind, flags FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint "
-                    "FOR UPDATE",
+    auto r = c.Exec("SELECT kind, flags, edit_version FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND "
+                    "seq = $3::bigint FOR UPDATE",
                     {m.tenant_id, m.conversation_id, Num(ev.target_seq)});
     std::optional<store::TargetRow> row;
     if (r.size() > 0) {
-        row = store::TargetRow{static_cast<MessageKind>(r.Int(0, 0)), r.Int(0, 1)};
+        row = store::TargetRow{static_cast<MessageKind>(r.Int(0, 0)), r.Int(0, 1), r.Int(0, 2)};
     }
     return store::CheckTarget(m, row, [&] {
-        return c.Exec("SELECT 1 FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND "
-                      "seq = $3::bigint AND emoji = $4 AND user_id = $5",
-                      {m.tenant_id, m.conversation_id, Num(ev.target_seq), ev.text, m.sender_id})
-                   .size() > 0;
+        auto n = c.Exec("SELECT COUNT(DISTINCT emoji), COUNT(*) FILTER (WHERE emoji = $4), "
+                        "COUNT(*) FILTER (WHERE user_id = $5), COUNT(*) FILTER (WHERE emoji = $4 AND user_id = $5) "
+                        "FROM message_reactions WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3::bigint",
+                        {m.tenant_id, m.conversation_id, Num(ev.target_seq), ev.text, m.sender_id});
+        return store::ReactionCounts{static_cast<uint64_t>(n.Int(0, 0)), static_cast<uint64_t>(n.Int(0, 1)),
+                                     static_cast<uint64_t>(n.Int(0, 2)), n.Int(0, 3) > 0};
     });
 }
 
@@ -535,6 +537,10 @@ Status CheckMembers(pg::Conn& c, const AppendRequest& req) {
             return std::nullopt;
         }
         return std::make_pair(static_cast<MemberRole>(r.Int(0, 0)), r.Int(0, 1));
+    }, [&] {
+        auto r = c.Exec("SELECT COUNT(*) FROM members WHERE tenant_id = $1 AND conversation_id = $2",
+                        {m.tenant_id, m.conversation_id});
+        return static_cast<uint64_t>(r.Int(0, 0));
     });
 }
 
@@ -738,6 +744,19 @@ void PgStore::ReadAfter(std::string tenant_id, std::string conversation_id, uint
         return page;
     };
     SubmitRead(MakeJob<MessagePage>(std::move(fn), std::move(done)));
+}
+
+void PgStore::FindAppended(std::string tenant_id, std::string conversation_id, std::string sender_id,
+                           std::string client_msg_id, Callback<std::optional<MessageRecord>> done) {
+    MessageRecord key;
+    key.tenant_id = std::move(tenant_id);
+    key.conversation_id = std::move(conversation_id);
+    key.sender_id = std::move(sender_id);
+    key.client_msg_id = std::move(client_msg_id);
+    auto fn = [key = std::move(key)](pg::Conn& c) -> Result<std::optional<MessageRecord>> {
+        return FindByClientId(c, key);
+    };
+    SubmitRead(MakeJob<std::optional<MessageRecord>>(std::move(fn), std::move(done)));
 }
 
 void PgStore::LoadConversation(std::string tenant_id, std::string conversation_id,

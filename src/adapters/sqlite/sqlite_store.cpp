@@ -330,13 +330,12 @@ public:
 
 namespace {
 
+// A job whose Run leaves a Result<T> for the caller; one not run (store stopping, database failed) reports why.
 template <typename T>
-class FnJob final : public SqliteStore::WriteJob {
+class ResultJob : public SqliteStore::WriteJob {
 public:
-    FnJob(std::function<Result<T>(SqliteStore::Writer&)> fn, Callback<T> done)
-        : fn_(std::move(fn)), done_(std::move(done)) {}
-    void Run(SqliteStore::Writer& w) override { result_.emplace(fn_(w)); }
-    void Complete(bool ok) override {
+    explicit ResultJob(Callback<T> done) : done_(std::move(done)) {}
+    void Complete(bool ok) final {
         if (ok && result_) {
             done_(std::move(*result_));
         } else {
@@ -344,10 +343,22 @@ public:
         }
     }
 
+protected:
+    std::optional<Result<T>> result_;
+
+private:
+    Callback<T> done_;
+};
+
+template <typename T>
+class FnJob final : public ResultJob<T> {
+public:
+    FnJob(std::function<Result<T>(SqliteStore::Writer&)> fn, Callback<T> done)
+        : ResultJob<T>(std::move(done)), fn_(std::move(fn)) {}
+    void Run(SqliteStore::Writer& w) override { this->result_.emplace(fn_(w)); }
+
 private:
     std::function<Result<T>(SqliteStore::Writer&)> fn_;
-    Callback<T> done_;
-    std::optional<Result<T>> result_;
 };
 
 }  // namespace
@@ -616,19 +627,11 @@ void SqliteStore::ReaderLoop() {
 
 namespace {
 
-class AppendJob final : public SqliteStore::WriteJob {
+class AppendJob final : public ResultJob<AppendResult> {
 public:
-    AppendJob(AppendRequest req, Callback<AppendResult> done) : req_(std::move(req)), done_(std::move(done)) {}
+    AppendJob(AppendRequest req, Callback<AppendResult> done) : ResultJob(std::move(done)), req_(std::move(req)) {}
 
     void Run(SqliteStore::Writer& w) override { result_.emplace(Append(w)); }
-
-    void Complete(bool ok) override {
-        if (ok && result_) {
-            done_(std::move(*result_));
-        } else {
-            done_(ok ? StoreStopped() : StorageUnavailable());
-        }
-    }
 
 private:
     std::optional<MessageRecord> FindByClientId(SqliteStore::Writer& w) {
@@ -646,21 +649,27 @@ private:
     Status CheckTarget(SqliteStore::Writer& w) {
         const MessageRecord& m = req_.message;
         const MessageEvent& ev = m.event;
-        Stmt q = w.Prepare("SELECT kind, flags FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3");
+        Stmt q = w.Prepare(
+            "SELECT kind, flags, edit_version FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3");
         q.Bind(m.tenant_id, m.conversation_id, ev.target_seq);
         std::optional<store::TargetRow> row;
         if (q.Step()) {
-            row = store::TargetRow{static_cast<MessageKind>(q.Int(0)), q.Int(1)};
+            row = store::TargetRow{static_cast<MessageKind>(q.Int(0)), q.Int(1), q.Int(2)};
         }
         q.Reset();
         return store::CheckTarget(m, row, [&] {
             Stmt r = w.Prepare(
-                "SELECT 1 FROM message_reactions WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3 AND emoji=?4 "
-                "AND user_id=?5");
+                "SELECT COUNT(DISTINCT emoji), COALESCE(SUM(emoji=?4), 0), COALESCE(SUM(user_id=?5), 0), "
+                "COALESCE(SUM(emoji=?4 AND user_id=?5), 0) FROM message_reactions "
+                "WHERE tenant_id=?1 AND conversation_id=?2 AND seq=?3");
             r.Bind(m.tenant_id, m.conversation_id, ev.target_seq, ev.text, m.sender_id);
-            const bool exists = r.Step();
+            store::ReactionCounts n;
+            if (r.Step()) {
+                n = {static_cast<uint64_t>(r.Int(0)), static_cast<uint64_t>(r.Int(1)), static_cast<uint64_t>(r.Int(2)),
+                     r.Int(3) > 0};
+            }
             r.Reset();
-            return exists;
+            return n;
         });
     }
 
@@ -806,6 +815,12 @@ private:
             }
             q.Reset();
             return out;
+        }, [&] {
+            Stmt c = w.Prepare("SELECT COUNT(*) FROM members WHERE tenant_id=?1 AND conversation_id=?2");
+            c.Bind(m.tenant_id, m.conversation_id);
+            const uint64_t n = c.Step() ? static_cast<uint64_t>(c.Int(0)) : 0;
+            c.Reset();
+            return n;
         });
     }
 
@@ -907,8 +922,6 @@ private:
     }
 
     AppendRequest req_;
-    Callback<AppendResult> done_;
-    std::optional<Result<AppendResult>> result_;
 };
 
 }  // namespace
@@ -999,6 +1012,31 @@ void SqliteStore::ReadAfter(std::string tenant_id, std::string conversation_id, 
                 return (*shared_done)(StorageUnavailable());
             }
             (*shared_done)(std::move(page));
+        },
+        [shared_done] { (*shared_done)(StoreStopped()); });
+}
+
+void SqliteStore::FindAppended(std::string tenant_id, std::string conversation_id, std::string sender_id,
+                               std::string client_msg_id, Callback<std::optional<MessageRecord>> done) {
+    auto shared_done = std::make_shared<Callback<std::optional<MessageRecord>>>(std::move(done));
+    SubmitRead(
+        [tenant = std::move(tenant_id), conv = std::move(conversation_id), sender = std::move(sender_id),
+         id = std::move(client_msg_id), shared_done](Reader& r) {
+            std::optional<MessageRecord> out;
+            try {
+                Stmt q = r.Prepare((std::string("SELECT ") + kMessageColumns +
+                                    " FROM messages WHERE tenant_id=?1 AND conversation_id=?2 AND sender_id=?3 AND "
+                                    "client_msg_id=?4")
+                                       .c_str());
+                q.Bind(tenant, conv, sender, id);
+                if (q.Step()) {
+                    out = ReadMessage(q);
+                }
+            } catch (const SqliteError& e) {
+                spdlog::error("sqlite: read failed: {}", e.what());
+                return (*shared_done)(StorageUnavailable());
+            }
+            (*shared_done)(std::move(out));
         },
         [shared_done] { (*shared_done)(StoreStopped()); });
 }

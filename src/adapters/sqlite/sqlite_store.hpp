@@ -35,6 +35,8 @@ public:
     void Append(AppendRequest request, Callback<AppendResult> done) override;
     void ReadAfter(std::string tenant_id, std::string conversation_id, uint64_t after_seq, uint32_t limit,
                    std::string reader_id, Callback<MessagePage> done) override;
+    void FindAppended(std::string tenant_id, std::string conversation_id, std::string sender_id,
+                      std::string client_msg_id, Callback<std::optional<MessageRecord>> done) override;
 
     void JoinRoom(std::string tenant_id, std::string conversation_id, std::string user_id,
                   Callback<ConversationSummary> done) override;
