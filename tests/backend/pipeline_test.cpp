@@ -232,9 +232,63 @@ TYPED_TEST_P(PipelineTest, ARefusedAppendReachesTheSender) {
     EXPECT_EQ(r.error().code, Errc::kNotFound);
 }
 
+// The checks storage-writer makes again in its transaction travel with the append over the bus:
+// a removed sender, a role too low, a group past its size.
+TYPED_TEST_P(PipelineTest, TheStoresChecksTravelOverTheBus) {
+    auto commit = [&](AppendRequest req) {
+        auto p = std::make_shared<std::promise<Result<AppendResult>>>();
+        FanoutPlan plan{std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"alice", "bob"}),
+                        "", 0};
+        this->committer_->Commit(std::move(req), std::move(plan),
+                                 [p](Result<AppendResult> r) { p->set_value(std::move(r)); }, nullptr);
+        return p->get_future().get();
+    };
+    auto event = [](const std::string& sender, const std::string& cid, EventType type, std::vector<std::string> users) {
+        AppendRequest req;
+        req.message.tenant_id = "t1";
+        req.message.conversation_id = "group:g";
+        req.message.conversation_type = ConversationType::kGroup;
+        req.message.server_msg_id = "s-" + cid;
+        req.message.client_msg_id = cid;
+        req.message.sender_id = sender;
+        req.message.server_time_ms = 1000;
+        req.message.kind = MessageKind::kEvent;
+        req.message.event.type = type;
+        req.message.event.user_ids = std::move(users);
+        return req;
+    };
+    AppendRequest create = event("alice", "create", EventType::kGroupCreated, {"alice", "bob"});
+    create.create_with_members = {"alice", "bob"};
+    ASSERT_TRUE(commit(create).ok());
+    AppendRequest stranger = event("mallory", "m1", EventType::kMembersAdded, {"eve"});
+    stranger.message.kind = MessageKind::kText;
+    stranger.message.text = "let me in";
+    stranger.check_sender = true;
+    auto r = commit(stranger);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().reason, "not_member");
+    AppendRequest by_member = event("bob", "add-1", EventType::kMembersAdded, {"carol"});
+    by_member.check_sender = true;
+    by_member.min_sender_role = MemberRole::kAdmin;
+    r = commit(by_member);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().reason, "insufficient_role");
+    AppendRequest too_many = event("alice", "add-2", EventType::kMembersAdded, {"carol", "dave"});
+    too_many.check_sender = true;
+    too_many.max_members = 3;
+    r = commit(too_many);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().reason, "group_full");
+    AppendRequest remove_owner = event("bob", "rm", EventType::kMembersRemoved, {"alice"});
+    remove_owner.targets_below = MemberRole::kMember;
+    r = commit(remove_owner);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().reason, "insufficient_role");
+}
+
 REGISTER_TYPED_TEST_SUITE_P(PipelineTest, SendsAreStoredWithDenseSeqsAndPushedOnceInOrder,
                             ARetryIsAnsweredWithTheOriginalAndNotPushedAgain, SendsWaitForAStorageWriterThatComesBack,
-                            ARefusedAppendReachesTheSender);
+                            ARefusedAppendReachesTheSender, TheStoresChecksTravelOverTheBus);
 
 INSTANTIATE_TYPED_TEST_SUITE_P(MemoryBusPipeline, PipelineTest, MemoryFactory);
 INSTANTIATE_TYPED_TEST_SUITE_P(NatsBusPipeline, PipelineTest, NatsFactory);
