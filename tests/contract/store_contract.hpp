@@ -377,8 +377,12 @@ TYPED_TEST_P(StoreContract, GroupEventsChangeMembersAndRoles) {
     ASSERT_TRUE(this->Event("group:g", "alice", "e7", transfer).ok());
     info = this->Load("group:g");
     for (const auto& m : (*info)->members) {
-        if (m.user_id == "alice") EXPECT_EQ(m.role, MemberRole::kAdmin);
-        if (m.user_id == "dave") EXPECT_EQ(m.role, MemberRole::kOwner);
+        if (m.user_id == "alice") {
+            EXPECT_EQ(m.role, MemberRole::kAdmin);
+        }
+        if (m.user_id == "dave") {
+            EXPECT_EQ(m.role, MemberRole::kOwner);
+        }
     }
 
     // After dissolution nothing more is appended (a retry of an earlier event is still answered).

@@ -157,7 +157,7 @@ public:
                     queue_.Push(Event{Event::Kind::kLine, 0, {}, line});
                 }
             }
-            queue_.Push(Event{Event::Kind::kEof});
+            queue_.Push(Event{Event::Kind::kEof, 0, {}, {}});
         }).detach();
         Connect();
         for (;;) {
@@ -220,7 +220,7 @@ private:
         client->set_json(o_.json);
         const int gen = generation_;
         auto st = client->Connect(o_.host, o_.port, "/", std::chrono::seconds(5),
-                                  [this, gen](ClientEvent e) { queue_.Push(Event{Event::Kind::kServer, gen, std::move(e)}); });
+                                  [this, gen](ClientEvent e) { queue_.Push(Event{Event::Kind::kServer, gen, std::move(e), {}}); });
         if (!st) {
             ScheduleReconnect(st.error().message);
             return;
