@@ -716,15 +716,8 @@ void HookEngine::PutHook(std::string tenant_id, HookSpec spec, StatusCallback do
     if (auto s = ValidateHook(spec); !s) {
         return done(s.error());
     }
-    {
-        std::lock_guard lock(impl_->mu);
-        for (const auto& f : impl_->file_hooks) {
-            if (f.name == spec.name) {
-                return done(MakeError(Errc::kAlreadyExists, "hook_exists",
-                                      "name: '" + spec.name + "' is a hook of the configuration files"));
-            }
-        }
-    }
+    // A tenant's names are its own: the configuration files' hooks (the operator's) may use the same
+    // ones, and a reload that adds one never blocks the tenant's updates.
     auto apply = [impl = impl_, tenant_id, spec, done = std::move(done)](Status s) {
         if (s) {
             std::lock_guard lock(impl->mu);

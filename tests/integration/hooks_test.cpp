@@ -780,6 +780,16 @@ TEST(Hooks, BusinessApiManagesHooksPerTenant) {
     ASSERT_TRUE(SendText(*again, kDirect, "refund please, now")->has_send());
     s = call(&bpb::BusinessService::Stub::DeleteHook, del, &del_resp);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+
+    // The operator's files may name a hook like a tenant's: a reload that does so never blocks the
+    // tenant's updates of its own.
+    f.Write("[[hook]]\nname = \"audit\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\n"
+            "keywords = [\"operator-word\"]\n");
+    ASSERT_TRUE(server->server().ReloadHooks().ok());
+    ASSERT_TRUE(SendText(*again, kDirect, "operator-word")->has_error()) << "the file hook applies";
+    back.mutable_hook()->set_timeout_ms(900);
+    s = call(&bpb::BusinessService::Stub::PutHook, back, &put_resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 }  // namespace
