@@ -60,6 +60,7 @@ wait_for 10 grep -q "not_sender" "$WORK/b.err" || fail "bob's edit of alice's me
 echo "/info 2" >&3
 wait_for 10 grep -q "version 0: hello @bob" "$WORK/a.out" || fail "alice's /info shows no edit history"
 wait_for 10 grep -q "👍 1 (bob)" "$WORK/a.out" || fail "alice's /info shows no reaction"
+wait_for 10 grep -q "done: edited #2 (#4 in $G)" "$WORK/a.out" || fail "alice's edit was not confirmed: $(grep '^\*' "$WORK/a.out")"
 echo "/recall 2" >&3
 wait_for 10 grep -q "\* alice recalled #2" "$WORK/b.out" || fail "bob did not see the recall"
 echo "react, edit (and refused edit), info, recall: ok"

@@ -325,8 +325,8 @@ private:
             case pb::ServerFrame::kNotice: return OnNotice(f.notice());
             case pb::ServerFrame::kGroup: return OnGroup(f.group());
             case pb::ServerFrame::kMessageOp:
-                return Say("done: event #" + std::to_string(f.message_op().seq()) + " in " +
-                           f.message_op().conversation_id() +
+                return Say("done: " + op_what_ + " (#" + std::to_string(f.message_op().seq()) + " in " +
+                           f.message_op().conversation_id() + ")" +
                            (f.message_op().text().empty() ? "" : "; stored as: " + f.message_op().text()));
             case pb::ServerFrame::kRead:
                 return Say("read " + f.read().conversation_id() + " up to #" + std::to_string(f.read().read_seq()));
@@ -622,8 +622,10 @@ private:
             if (!seq || w.size() != 2) return usage(cmd + " SEQ");
             if (cmd == "/recall") {
                 op(*seq)->mutable_recall();
+                op_what_ = "recalled #" + std::to_string(*seq);
             } else if (cmd == "/delete") {
                 op(*seq)->mutable_delete_for_everyone();
+                op_what_ = "deleted #" + std::to_string(*seq) + " for everyone";
             } else if (cmd == "/hide") {
                 f.mutable_delete_for_me()->set_conversation_id(conversation_);
                 f.mutable_delete_for_me()->add_seqs(*seq);
@@ -636,11 +638,14 @@ private:
             auto seq = seq_arg(1);
             if (!seq || rest.size() != 3) return usage("/edit SEQ TEXT");
             op(*seq)->mutable_edit()->set_text(rest[2]);
+            op_what_ = "edited #" + std::to_string(*seq);
         } else if (cmd == "/react" || cmd == "/unreact") {
             auto seq = seq_arg(1);
             if (!seq || w.size() != 3) return usage(cmd + " SEQ EMOJI");
             auto* o = op(*seq);
             (cmd == "/react" ? o->mutable_add_reaction() : o->mutable_remove_reaction())->set_emoji(w[2]);
+            op_what_ = (cmd == "/react" ? "reacted " + w[2] + " to #" : "took back " + w[2] + " from #") +
+                       std::to_string(*seq);
         } else if (cmd == "/typing") {
             f.mutable_typing()->set_conversation_id(conversation_);
         } else if (cmd == "/list") {
@@ -842,6 +847,7 @@ private:
     std::deque<Pending> pending_;
     std::deque<std::string> backlog_;  // lines read and not taken yet (see Drain)
     std::string command_rid_;          // the command waiting for its answer
+    std::string op_what_;              // what the last message operation did, for its answer
     std::optional<Clock::time_point> retry_at_;
     bool in_flight_ = false;  // pending_.front() was sent and is not answered yet
     int failed_sends_ = 0;
