@@ -48,10 +48,8 @@ Status ValidName(const std::string& name, const Limits& limits) {
         return MakeError(Errc::kInvalidArgument, "bad_group_name",
                          "name must be 1.." + std::to_string(limits.max_name_bytes) + " bytes");
     }
-    for (unsigned char c : name) {
-        if (c < 0x20 || c == 0x7f) {
-            return MakeError(Errc::kInvalidArgument, "bad_group_name", "name must not contain control characters");
-        }
+    if (HasControlCharacter(name)) {
+        return MakeError(Errc::kInvalidArgument, "bad_group_name", "name must not contain control characters");
     }
     return {};
 }
@@ -91,6 +89,11 @@ std::string StableGroupId(const std::string& tenant, const std::string& owner, c
         }
     }
     return out;
+}
+
+bool IsDerivedGroupId(const std::string& id) {
+    return id.size() == 33 && id[0] == 'c' &&
+           std::all_of(id.begin() + 1, id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 MemberList Union(const MemberList& a, const std::vector<std::string>& b) {
@@ -172,6 +175,11 @@ void SessionService::CreateGroup(GroupCommand cmd, Callback<GroupResult> done) {
         return done(MakeError(Errc::kInvalidArgument, "bad_group_id",
                               "group_id must be 1..64 characters of A-Z a-z 0-9 _ . @ -"));
     }
+    if (IsDerivedGroupId(cmd.group_id)) {
+        return done(MakeError(Errc::kInvalidArgument, "bad_group_id",
+                              "group ids of 'c' and 32 hex digits are the server's (a create's retry finds its "
+                              "group by them): choose another"));
+    }
     auto users = ValidUsers(cmd.user_ids, "member_ids");
     if (!users) {
         return done(users.error());
@@ -186,7 +194,10 @@ void SessionService::CreateGroup(GroupCommand cmd, Callback<GroupResult> done) {
     // Without a group_id, a creation with a client_msg_id is idempotent too: its retry names the same group.
     const std::string group_id = !cmd.group_id.empty()       ? cmd.group_id
                                  : cmd.client_msg_id.empty() ? ids_->NewId()
-                                                             : StableGroupId(cmd.actor.tenant_id, owner, cmd.client_msg_id);
+                                                             : StableGroupId(cmd.actor.tenant_id,
+                                                                             // a business system's keys are not the owner's
+                                                                             cmd.actor.user_id.empty() ? "\x1f" + owner : owner,
+                                                                             cmd.client_msg_id);
     AppendRequest req;
     MessageRecord& m = req.message;
     m.tenant_id = cmd.actor.tenant_id;
@@ -287,11 +298,12 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
                 if (!users) {
                     return done(users.error());
                 }
+                if (users->empty()) {
+                    return done(MakeError(Errc::kInvalidArgument, "bad_user_id", "user_ids is empty"));
+                }
                 std::erase_if(*users, [&](const std::string& u) { return IsMember(*r, u); });
                 if (users->empty()) {
-                    return done(MakeError(Errc::kFailedPrecondition, "already_member",
-                                          cmd.user_ids.empty() ? "user_ids is empty"
-                                                               : "every user named is already a member"));
+                    return done(MakeError(Errc::kFailedPrecondition, "already_member", "every user named is already a member"));
                 }
                 if (r->members->size() + users->size() > limits_.max_group_members) {
                     return done(MakeError(Errc::kResourceExhausted, "group_full",
@@ -616,10 +628,8 @@ Status ValidEmoji(const std::string& e, const Limits& limits) {
         return MakeError(Errc::kInvalidArgument, "bad_emoji",
                          "emoji must be 1.." + std::to_string(limits.max_emoji_bytes) + " bytes");
     }
-    for (unsigned char c : e) {
-        if (c <= 0x20 || c == 0x7f) {
-            return MakeError(Errc::kInvalidArgument, "bad_emoji", "emoji must not contain spaces or control characters");
-        }
+    if (e.find(' ') != std::string::npos || HasControlCharacter(e)) {
+        return MakeError(Errc::kInvalidArgument, "bad_emoji", "emoji must not contain spaces or control characters");
     }
     return {};
 }

@@ -2,6 +2,20 @@
 
 namespace flare {
 
+bool HasControlCharacter(std::string_view s) {
+    for (size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7f) {
+            return true;
+        }
+        if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9f &&
+            static_cast<unsigned char>(s[i + 1]) >= 0x80) {
+            return true;
+        }
+    }
+    return false;
+}
+
 std::string Utf8Prefix(std::string_view s, size_t max_bytes) {
     if (s.size() <= max_bytes) {
         return std::string(s);

@@ -63,6 +63,8 @@ struct ConversationRef {
 // The longest prefix of `s` of at most `max_bytes` that does not cut a UTF-8 character (for quoting
 // client input in error messages, which must stay valid UTF-8).
 std::string Utf8Prefix(std::string_view s, size_t max_bytes);
+// True when `s` holds a control character: C0 (below U+0020), DEL, or C1 (U+0080..U+009F, as UTF-8).
+bool HasControlCharacter(std::string_view s);
 
 // Ids users, devices and rooms may have: 1..64 chars of [A-Za-z0-9_.@-].
 bool IsValidName(std::string_view s);

@@ -47,7 +47,7 @@ const std::map<std::string, std::set<std::string>>& TransportKeys() {
 }
 
 bool ValidPort(std::string_view p) {
-    if (p.empty() || p.size() > 5) return false;
+    if (p.empty() || p.size() > 5 || p[0] == '0') return false;  // 1..65535, no leading zeros
     int v = 0;
     for (char c : p) {
         if (c < '0' || c > '9') return false;
@@ -287,7 +287,7 @@ Status ValidateHook(const HookSpec& s) {
     if (s.transport == "grpc") {
         const auto colon = s.target.rfind(':');
         if (colon == std::string::npos || colon == 0 || !ValidPort(std::string_view(s.target).substr(colon + 1)) ||
-            s.target.find_first_of(" /") != std::string::npos ||
+            s.target.find_first_of(" /") != std::string::npos || HasControlCharacter(s.target) ||
             (s.target[0] != '[' && s.target.substr(0, colon).find(':') != std::string::npos)) {
             return Bad("'target' must be host:port of a HookExtension service");
         }
@@ -299,7 +299,9 @@ Status ValidateHook(const HookSpec& s) {
         }
         if (!only_pre_send) return Bad("'points': keyword_filter runs at pre_send only");
         for (const auto& k : s.keywords) {
-            if (k.empty()) return Bad("'keywords' must not contain an empty word");
+            if (k.find_first_not_of(" \t") == std::string::npos) {
+                return Bad("'keywords' must not contain an empty (or blank) word");
+            }
             if (k.size() > kMaxKeywordBytes) {
                 return Bad("'keywords': '" + Utf8Prefix(k, 40) + "...' is longer than " +
                            std::to_string(kMaxKeywordBytes) + " bytes");

@@ -565,6 +565,26 @@ TEST_F(Business, GroupsAreManagedThroughTheBusinessApi) {
     EXPECT_EQ(page.messages(0).event_type(), "group_created");
     EXPECT_EQ(page.messages(2).event_type(), "members_removed");
     EXPECT_EQ(page.messages(3).event_type(), "");
+
+    // Without a group_id, the idempotency key names the group on a retry; a user's own clientMsgId
+    // that happens to be the same key is another group (the keys are not shared).
+    pb::ClientFrame by_bob;
+    by_bob.mutable_group()->set_client_msg_id("shared-key");
+    by_bob.mutable_group()->mutable_create()->set_name("Bob's own");
+    auto bobs = bob->Request(by_bob);
+    ASSERT_TRUE(bobs && bobs->has_group()) << bobs->DebugString();
+    bpb::CreateGroupRequest keyed;
+    keyed.set_name("Keyed");
+    keyed.set_owner_id("bob");
+    keyed.add_member_ids("carol");
+    keyed.set_idempotency_key("shared-key");
+    bpb::GroupChangeResponse k1, k2;
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::CreateGroup, keyed, &k1).ok());
+    EXPECT_FALSE(k1.duplicate());
+    EXPECT_NE(k1.conversation_id(), bobs->group().event().conversation_id());
+    ASSERT_TRUE(Call(&bpb::BusinessService::Stub::CreateGroup, keyed, &k2).ok());
+    EXPECT_TRUE(k2.duplicate());
+    EXPECT_EQ(k2.conversation_id(), k1.conversation_id());
 }
 
 }  // namespace

@@ -853,6 +853,13 @@ TEST_F(ConversationOps, BadInputGetsClearErrors) {
     ExpectError(alice.Request(Group("group:nope", [](pb::GroupRequest* g) { g->mutable_rename()->set_name("y"); })),
                 "unknown_conversation");
     ExpectError(alice.Request(Group("group:nope", [](pb::GroupRequest*) {})), "missing_operation");
+    ExpectError(alice.Request(Group("", [](pb::GroupRequest* g) { g->mutable_create()->set_name("grp\u009b31m"); })),
+                "bad_group_name");  // a C1 control (CSI) in the name
+    ExpectError(alice.Request(Group("", [](pb::GroupRequest* g) {
+                    g->mutable_create()->set_name("squatter");
+                    g->mutable_create()->set_group_id("c0123456789abcdef0123456789abcdef");
+                })),
+                "bad_group_id");  // the server's derived ids are not for the taking
     const std::string d = DirectConversationId("alice", "bob");
     ExpectError(alice.Request(Group(d, [](pb::GroupRequest* g) { g->mutable_rename()->set_name("y"); })),
                 "not_a_group");

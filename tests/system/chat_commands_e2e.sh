@@ -94,6 +94,15 @@ grep -q "\[$P\] #2 alice: hello piped group" "$WORK/b.out" || wait_for 10 grep -
     fail "the line after /group create did not go to the new group: $(tail -n 3 "$WORK/b.out")"
 echo "piped commands in order: ok"
 
+# /open of a conversation the user cannot read says so and goes back to the chat it started in:
+# the lines after it are not lost.
+printf 'before open\n/open group:nope\nafter failed open\n' |
+    "$BIN/chatroom_client" alice --to bob >"$WORK/o.out" 2>"$WORK/o.err" || fail "a failed /open ended the client: $(cat "$WORK/o.err")"
+grep -q "cannot open group:nope; talking in direct:alice:bob again" "$WORK/o.out" || fail "no word of the failed /open: $(cat "$WORK/o.out" "$WORK/o.err")"
+wait_for 10 grep -q "#[0-9]* alice: after failed open" "$WORK/b.out" ||
+    fail "the line after a failed /open was lost: $(tail -n 3 "$WORK/b.out")"
+echo "failed /open: ok"
+
 exec 3>&- 4>&-
 wait "$C1_PID" || fail "alice's client exited with an error: $(tail -n 5 "$WORK/a.err")"
 wait "$C2_PID" || true  # bob's refused commands are reported, not fatal

@@ -188,6 +188,12 @@ TEST(HookConfig, MistakesNameFileLineAndKey) {
          "'points': 'post_send' is listed twice"},
         {"[[hook]]\nname = \"g\"\npoints = [\"post_send\"]\ntransport = \"grpc\"\ntarget = \"unix:abc:1\"\n",
          "'target' must be host:port"},
+        {"[[hook]]\nname = \"g\"\npoints = [\"post_send\"]\ntransport = \"grpc\"\ntarget = \"ho\\nst:70\"\n",
+         "'target' must be host:port"},
+        {"[[hook]]\nname = \"g\"\npoints = [\"post_send\"]\ntransport = \"grpc\"\ntarget = \"host:0070\"\n",
+         "'target' must be host:port"},
+        {"[[hook]]\nname = \"k\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"   \"]\n",
+         "'keywords' must not contain an empty (or blank) word"},
         {"[[hook]]\nname = \"s\"\npoints = [\"pre_send\"]\ntransport = \"grpc\"\ntarget = \"h:1\"\ntimeout_ms = 9000\n",
          "'timeout_ms': a pre_send hook answers within 8000 ms"},
         {"[[hook]]\nname = \"k\"\npoints = [\"pre_send\"]\ntransport = \"keyword_filter\"\nkeywords = [\"" +

@@ -200,7 +200,7 @@ public:
 private:
     void Status(const std::string& s) {
         if (!o_.quiet) {
-            std::cerr << "* " << s << std::endl;
+            std::cerr << "* " << ForTerminal(s) << std::endl;
         }
     }
 
@@ -410,7 +410,7 @@ private:
         Track& t = tracks_[conv];
         t.syncing = true;
         pb::ClientFrame s;
-        s.set_request_id("sync");
+        s.set_request_id("sync:" + conv);
         s.mutable_sync_messages()->set_conversation_id(conv);
         s.mutable_sync_messages()->set_after_seq(*t.cursor);
         s.mutable_sync_messages()->set_limit(200);
@@ -491,16 +491,28 @@ private:
                 retry_at_ = Clock::now() + std::chrono::seconds(1);
                 return;
             }
-            std::cerr << "! send failed (" << e.reason() << "): " << e.message() << ": \"" << it->text << "\""
-                      << std::endl;
+            std::cerr << "! send failed (" << ForTerminal(e.reason()) << "): " << ForTerminal(e.message()) << ": \""
+                      << ForTerminal(it->text) << "\"" << std::endl;
             ++failed_sends_;
             pending_.erase(it);
             in_flight_ = false;
             SendNext();
             return;
         }
-        std::cerr << "! server error (" << e.reason() << "): " << e.message() << std::endl;
-        if (e.code() == pb::UNAUTHENTICATED || rid == "join" || (rid == "sync" && e.code() != pb::UNAVAILABLE)) {
+        std::cerr << "! server error (" << ForTerminal(e.reason()) << "): " << ForTerminal(e.message()) << std::endl;
+        const bool sync = rid.starts_with("sync:") && e.code() != pb::UNAVAILABLE;
+        const bool open_join = rid.starts_with("open-join:");
+        if ((sync || open_join) && rid.substr(rid.find(':') + 1) != Initial()) {
+            // A conversation /open could not read: back to the one the client started with.
+            const std::string conv = rid.substr(rid.find(':') + 1);
+            tracks_.erase(conv);
+            if (conversation_ == conv) {
+                conversation_ = Initial();
+                Say("cannot open " + conv + "; talking in " + conversation_ + " again");
+            }
+            return;
+        }
+        if (e.code() == pb::UNAUTHENTICATED || rid == "join" || sync) {
             exit_code_ = 1;
         }
     }
@@ -584,7 +596,11 @@ private:
             if (w.size() != 2) return usage("/open CONVERSATION");
             auto ref = flare::ParseConversationId(w[1]);
             if (!ref) return usage(ref.error().message);
-            return Open(w[1]);
+            Open(ref->id);
+            // The next lines wait until the conversation is readable (or found not to be).
+            command_rid_ = (ref->type == flare::ConversationType::kRoom && ref->id != Initial() ? "open-join:" : "sync:") +
+                           ref->id;
+            return;
         } else if (cmd == "/invite" || cmd == "/remove") {
             if (w.size() < 2) return usage(cmd + " USER...");
             auto* m = cmd == "/invite" ? group()->mutable_add_members() : group()->mutable_remove_members();
@@ -669,7 +685,19 @@ private:
         conversation_ = conv;
         tracks_[conv];
         Say("talking in " + conv);
+        if (conv.starts_with("room:") && conv != Initial()) {
+            pb::ClientFrame j;  // a room is joined first; its answer starts the catch-up
+            j.set_request_id("open-join:" + conv);
+            j.mutable_join_room()->set_room(conv.substr(5));
+            client_->Send(j);
+            return;
+        }
         StartCatchUp();
+    }
+
+    // The conversation the client was started in.
+    std::string Initial() const {
+        return o_.to.empty() ? flare::RoomConversationId(o_.room) : flare::DirectConversationId(o_.user, o_.to);
     }
 
     void OnGroup(const pb::GroupResponse& g) {
