@@ -28,6 +28,7 @@
 #include "flare/hooks/v1/hooks.grpc.pb.h"
 #include "hooks/hook_config.hpp"
 #include "hooks/hook_proto.hpp"
+#include "hooks/keyword_matcher.hpp"
 #include "hooks/signature.hpp"
 
 namespace flare::hooks {
@@ -70,13 +71,6 @@ struct Stats {
     std::atomic<uint64_t> latency_us_sum{0};
 };
 
-std::string Lower(std::string s) {
-    for (char& c : s) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return s;
-}
-
 std::string Escape(const std::string& s) {  // a Prometheus label value
     std::string out;
     for (char c : s) {
@@ -104,6 +98,7 @@ struct Hook {
     std::shared_ptr<Stats> stats;
     std::shared_ptr<hpb::HookExtension::Stub> stub;  // grpc
     std::shared_ptr<Limiter> limiter;                // rate_limit
+    std::shared_ptr<const KeywordMatcher> keywords;  // keyword_filter
 };
 
 using HookList = std::vector<std::shared_ptr<Hook>>;
@@ -155,6 +150,9 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
                         grpc::CreateCustomChannel(spec.target, grpc::InsecureChannelCredentials(), args));
                 }
                 h->stub = stub;
+            }
+            if (spec.transport == "keyword_filter") {
+                h->keywords = std::make_shared<const KeywordMatcher>(spec.keywords);
             }
             if (spec.transport == "rate_limit") {
                 auto& l = limiters[spec.owner_tenant + "/" + spec.name];
@@ -395,22 +393,15 @@ struct HookEngine::Impl : std::enable_shared_from_this<Impl> {
         const HookSpec& s = hook.spec;
         if (s.transport == "keyword_filter") {
             std::string text = e.message.text;
-            const std::string lower = Lower(text);
-            bool hit = false;
-            std::vector<std::pair<size_t, size_t>> spans;
-            for (const auto& k : s.keywords) {
-                const std::string lk = Lower(k);
-                for (size_t pos = lower.find(lk); pos != std::string::npos; pos = lower.find(lk, pos + lk.size())) {
-                    hit = true;
-                    spans.emplace_back(pos, lk.size());
-                }
-            }
-            if (!hit) return out;
             if (!s.mask) {
-                out.verdict.action = PreSendVerdict::Action::kReject;
-                out.verdict.reason = "the message contains a word that is not allowed here";
+                if (hook.keywords->Any(text)) {
+                    out.verdict.action = PreSendVerdict::Action::kReject;
+                    out.verdict.reason = "the message contains a word that is not allowed here";
+                }
                 return out;
             }
+            const auto spans = hook.keywords->Spans(text);
+            if (spans.empty()) return out;
             for (auto [pos, len] : spans) {
                 for (size_t i = pos; i < pos + len; ++i) text[i] = '*';
             }
