@@ -62,6 +62,7 @@ struct Options {
     int window = 16;            // unanswered sends per sender when rate = 0
     double duration_s = 10;
     int64_t max_messages = 1'000'000;
+    size_t text_bytes = 0;      // direct: pad each message's text with 'a' to this size
     int server_pid = 0;         // for RSS and CPU
     std::string run_id;
     bool batch = true;               // ask the server to batch queued frames (?batch=1)
@@ -551,7 +552,11 @@ int Direct(const Options& o) {
         Pair& p = pairs[i];
         const std::string cid = std::to_string(++p.next_cid);
         p.send_ns[cid] = NowNs();
-        (*conns_ptr)[2 * i]->Send(SendFrame(p.conv, cid, std::to_string(NowNs())));
+        std::string text = std::to_string(NowNs());
+        if (o.text_bytes > text.size() + 1) {
+            text += ' ' + std::string(o.text_bytes - text.size() - 1, 'a');
+        }
+        (*conns_ptr)[2 * i]->Send(SendFrame(p.conv, cid, text));
         ++p.sent;
         ++p.inflight;
         ++total_sent;
@@ -1250,7 +1255,7 @@ int Webhook(const Options& o) {
 constexpr const char* kUsage = R"(usage: flare-bench SCENARIO [options]
 scenarios:
   idle    --connections N --duration S        N authenticated connections pinging; server RSS per connection
-  direct  --pairs P [--rate R | --window W] --duration S --max-messages N
+  direct  --pairs P [--rate R | --window W] --duration S --max-messages N [--text-bytes B]
                                               1:1 messages; ack and deliver latency percentiles
   room    --members M --rate R --duration S   one chatroom, one publisher; deliveries per second
   churn   --users U --rate R --duration S     connect, catch up, ack, disconnect, over and over
@@ -1297,6 +1302,7 @@ int main(int argc, char** argv) {
         else if (k == "--window") o.window = static_cast<int>(num());
         else if (k == "--duration") o.duration_s = std::strtod(v.c_str(), nullptr);
         else if (k == "--max-messages") o.max_messages = num();
+        else if (k == "--text-bytes") o.text_bytes = static_cast<size_t>(num());
         else if (k == "--server-pid") o.server_pid = static_cast<int>(num());
         else if (k == "--protocol") o.protocol = v;
         else if (k == "--batch") o.batch = v != "0";
