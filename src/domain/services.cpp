@@ -559,6 +559,11 @@ void MessageOrchestrator::Send(SendCommand command, Callback<SendReceipt> done,
         return done(MakeError(Errc::kInvalidArgument, "missing_client_msg_id",
                               "client_msg_id is required: it makes a retry safe"));
     }
+    if (command.client_msg_id.starts_with("recall:") || command.client_msg_id.starts_with("delete:")) {
+        // The keys a recall or delete without a client_msg_id gets: a message must not take them.
+        return done(MakeError(Errc::kInvalidArgument, "reserved_client_msg_id",
+                              "client_msg_ids starting with 'recall:' or 'delete:' are reserved"));
+    }
     if (command.client_msg_id.size() > limits_.max_client_msg_id_bytes) {
         return done(MakeError(Errc::kInvalidArgument, "client_msg_id_too_long",
                               "client_msg_id is longer than " + std::to_string(limits_.max_client_msg_id_bytes) +

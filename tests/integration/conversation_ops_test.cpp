@@ -853,6 +853,11 @@ TEST_F(ConversationOps, BadInputGetsClearErrors) {
     ExpectError(alice.Request(Group("group:nope", [](pb::GroupRequest* g) { g->mutable_rename()->set_name("y"); })),
                 "unknown_conversation");
     ExpectError(alice.Request(Group("group:nope", [](pb::GroupRequest*) {})), "missing_operation");
+    pb::ClientFrame squat;  // the key a later recall of seq 1 would get
+    squat.mutable_send()->set_conversation_id(DirectConversationId("alice", "bob"));
+    squat.mutable_send()->set_client_msg_id("recall:1");
+    squat.mutable_send()->set_text("hi");
+    ExpectError(alice.Request(squat), "reserved_client_msg_id");
     ExpectError(alice.Request(Group("", [](pb::GroupRequest* g) { g->mutable_create()->set_name("grp\u009b31m"); })),
                 "bad_group_name");  // a C1 control (CSI) in the name
     ExpectError(alice.Request(Group("", [](pb::GroupRequest* g) {
