@@ -140,7 +140,7 @@ class Chat {
 
 public:
     explicit Chat(Options o) : o_(std::move(o)) {
-        conversation_ = o_.to.empty() ? flare::RoomConversationId(o_.room) : flare::DirectConversationId(o_.user, o_.to);
+        conversation_ = Initial();
         tracks_[conversation_];
         tracks_[flare::SystemConversationId(o_.user)];
         msg_prefix_ = "cli-" + flare::RandomHexId(6) + "-";
@@ -394,8 +394,7 @@ private:
                 t.cursor = start;
                 t.acked = start;
                 if (id == conversation_) {
-                    const bool initial = conversation_ == (o_.to.empty() ? flare::RoomConversationId(o_.room)
-                                                                         : flare::DirectConversationId(o_.user, o_.to));
+                    const bool initial = conversation_ == Initial();
                     const std::string what = !initial         ? "opened " + conversation_
                                              : o_.to.empty() ? "joined room " + o_.room
                                                              : "talking with " + o_.to;
