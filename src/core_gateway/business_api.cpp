@@ -80,6 +80,17 @@ Status ValidText(const std::string& text, const Limits& limits) {
 }
 
 // Field errors from the domain ("bad_conversation_id", ...) are renamed after the request field.
+// Every call's idempotency_key: at most 100 bytes (required where a retry could otherwise apply twice).
+Status ValidKey(const std::string& key, bool required) {
+    if (key.empty() && required) {
+        return Invalid("idempotency_key", "is required: it makes a retry safe");
+    }
+    if (key.size() > 100) {
+        return Invalid("idempotency_key", "is longer than 100 bytes");
+    }
+    return {};
+}
+
 Error NameField(Error e, const std::string& field) {
     if (e.code == Errc::kInvalidArgument && e.message.find(field) != 0) {
         e.message = field + ": " + e.message;
@@ -139,8 +150,8 @@ void BusinessApi::PushMessage(const Caller& caller, const bpb::PushMessageReques
     if (!req.sender_id().empty() && !IsValidName(req.sender_id())) {
         return done(Invalid("sender_id", "is not a valid id"));
     }
-    if (req.idempotency_key().size() > 100) {
-        return done(Invalid("idempotency_key", "is longer than 100 bytes"));
+    if (auto st = ValidKey(req.idempotency_key(), false); !st) {
+        return done(st.error());
     }
     const std::string sender = req.sender_id().empty() ? caller.subject : req.sender_id();
 
@@ -241,8 +252,8 @@ void BusinessApi::SendMessage(const Caller& caller, const bpb::SendMessageReques
     if (auto st = ValidText(req.text(), limits_); !st) {
         return done(st.error());
     }
-    if (req.idempotency_key().empty()) {
-        return done(Invalid("idempotency_key", "is required: it makes a retry safe"));
+    if (auto st = ValidKey(req.idempotency_key(), true); !st) {
+        return done(st.error());
     }
     if (!req.sender_id().empty() && !IsValidName(req.sender_id())) {
         return done(Invalid("sender_id", "'" + Utf8Prefix(req.sender_id(), 80) + "' is not a user id"));
@@ -257,7 +268,11 @@ void BusinessApi::SendMessage(const Caller& caller, const bpb::SendMessageReques
     cmd.check_membership = !as_system;
     orchestrator_.Send(std::move(cmd), [done = std::move(done)](Result<SendReceipt> r) {
         if (!r) {
-            return done(NameField(r.error(), "conversation_id"));
+            const std::string& reason = r.error().reason;
+            return done(reason == "reserved_client_msg_id" || reason == "client_msg_id_too_long"
+                            ? NameField(r.error(), "idempotency_key")
+                        : reason == "bad_conversation_id" ? NameField(r.error(), "conversation_id")
+                                                          : r.error());
         }
         bpb::SendMessageResponse out;
         out.set_conversation_id(r->conversation_id);
@@ -369,6 +384,9 @@ void BusinessApi::CreateGroup(const Caller& caller, const bpb::CreateGroupReques
     if (static_cast<uint32_t>(req.member_ids_size()) > options_.max_users_per_call) {
         return done(Invalid("member_ids", "at most " + std::to_string(options_.max_users_per_call) + " users per call"));
     }
+    if (auto st = ValidKey(req.idempotency_key(), false); !st) {
+        return done(st.error());
+    }
     GroupCommand cmd;
     cmd.actor = Principal{caller.tenant_id, "", "business"};
     cmd.op = GroupOp::kCreate;
@@ -392,6 +410,9 @@ void BusinessApi::ChangeMembers(const Caller& caller, const bpb::GroupMembersReq
     }
     if (auto users = ValidUsers(req.user_ids(), options_.max_users_per_call, false); !users.ok()) {
         return done(users.error());
+    }
+    if (auto st = ValidKey(req.idempotency_key(), false); !st) {
+        return done(st.error());
     }
     GroupCommand cmd;
     cmd.actor = Principal{caller.tenant_id, "", "business"};

@@ -361,6 +361,21 @@ TEST_F(Business, MalformedRequestsNameTheField) {
     s.set_conversation_id("room:x");
     s.clear_idempotency_key();
     expect_invalid(Call(&bpb::BusinessService::Stub::SendMessage, s, &sr), "idempotency_key");
+    s.set_idempotency_key("recall:6");  // a key reserved for recalls
+    expect_invalid(Call(&bpb::BusinessService::Stub::SendMessage, s, &sr), "idempotency_key");
+    s.set_idempotency_key(std::string(101, 'k'));
+    expect_invalid(Call(&bpb::BusinessService::Stub::SendMessage, s, &sr), "idempotency_key");
+    bpb::CreateGroupRequest cg;
+    cg.set_name("x");
+    cg.set_owner_id("user1");
+    cg.set_idempotency_key(std::string(101, 'k'));
+    bpb::GroupChangeResponse gr;
+    expect_invalid(Call(&bpb::BusinessService::Stub::CreateGroup, cg, &gr), "idempotency_key");
+    bpb::GroupMembersRequest gm;
+    gm.set_conversation_id("group:x");
+    gm.add_user_ids("user2");
+    gm.set_idempotency_key(std::string(101, 'k'));
+    expect_invalid(Call(&bpb::BusinessService::Stub::AddGroupMembers, gm, &gr), "idempotency_key");
     bpb::QueryUserStatusRequest q;
     bpb::QueryUserStatusResponse qr;
     expect_invalid(Call(&bpb::BusinessService::Stub::QueryUserStatus, q, &qr), "user_ids");

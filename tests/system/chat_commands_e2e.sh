@@ -94,13 +94,17 @@ grep -q "\[$P\] #2 alice: hello piped group" "$WORK/b.out" || wait_for 10 grep -
     fail "the line after /group create did not go to the new group: $(tail -n 3 "$WORK/b.out")"
 echo "piped commands in order: ok"
 
-# /open of a conversation the user cannot read says so and goes back to the chat it started in:
-# the lines after it are not lost.
-printf 'before open\n/open group:nope\nafter failed open\n' |
-    "$BIN/chatroom_client" alice --to bob >"$WORK/o.out" 2>"$WORK/o.err" || fail "a failed /open ended the client: $(cat "$WORK/o.err")"
-grep -q "cannot open group:nope; talking in direct:alice:bob again" "$WORK/o.out" || fail "no word of the failed /open: $(cat "$WORK/o.out" "$WORK/o.err")"
-wait_for 10 grep -q "#[0-9]* alice: after failed open" "$WORK/b.out" ||
-    fail "the line after a failed /open was lost: $(tail -n 3 "$WORK/b.out")"
+# /open of a conversation the user cannot read says so; the lines after it are refused, never
+# sent to another chat.
+if printf 'before open\n/open group:nope\nafter failed open\n' |
+    "$BIN/chatroom_client" alice --to bob >"$WORK/o.out" 2>"$WORK/o.err"; then
+    fail "a send into an unreadable conversation was not reported (exit 0)"
+fi
+grep -q "cannot open group:nope" "$WORK/o.out" || fail "no word of the failed /open: $(cat "$WORK/o.out" "$WORK/o.err")"
+grep -q "send failed.*after failed open" "$WORK/o.err" || fail "the line after a failed /open was not refused: $(cat "$WORK/o.err")"
+wait_for 10 grep -q "#[0-9]* alice: before open" "$WORK/b.out" || fail "the line before /open was lost"
+sleep 0.5
+if grep -q "after failed open" "$WORK/b.out"; then fail "the line after a failed /open went to another chat"; fi
 echo "failed /open: ok"
 
 exec 3>&- 4>&-

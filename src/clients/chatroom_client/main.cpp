@@ -176,7 +176,10 @@ public:
                 retry_at_.reset();
                 SendNext();  // same client_msg_id: stored once however often it is sent
             }
-            if (eof_ && ready_ && pending_.empty() && backlog_.empty() && command_rid_.empty() && !Syncing()) {
+            // Input over and every line answered: done once caught up, or even while the gateway is
+            // away (nothing is left to send; only receiving would wait for it).
+            const bool answered = eof_ && pending_.empty() && backlog_.empty() && command_rid_.empty();
+            if (answered && ((ready_ && !Syncing()) || (!ready_ && was_ready_))) {
                 if (!linger_until_) {
                     linger_until_ = now + std::chrono::seconds(o_.linger_s);
                 }
@@ -335,6 +338,7 @@ private:
                 return Say(f.update_settings().conversation_id() + (f.update_settings().pinned() ? " pinned" : " not pinned") +
                            (f.update_settings().muted() ? ", notifications off" : ", notifications on"));
             case pb::ServerFrame::kListConversations: return OnList(f.list_conversations());
+            case pb::ServerFrame::kTyping: return Say("told " + conversation_ + " you are typing");
             case pb::ServerFrame::kGetMessage: return OnInfo(f.get_message());
             case pb::ServerFrame::kGoodbye:
                 Status("server said goodbye: " + f.goodbye().reason() + " (" + f.goodbye().message() + ")");
@@ -393,11 +397,8 @@ private:
                 const uint64_t start = last > static_cast<uint64_t>(o_.history) ? last - o_.history : 0;
                 t.cursor = start;
                 t.acked = start;
-                if (id == conversation_) {
-                    const bool initial = conversation_ == Initial();
-                    const std::string what = !initial         ? "opened " + conversation_
-                                             : o_.to.empty() ? "joined room " + o_.room
-                                                             : "talking with " + o_.to;
+                if (id == conversation_ && id == Initial()) {
+                    const std::string what = o_.to.empty() ? "joined room " + o_.room : "talking with " + o_.to;
                     Status(what + " (" + std::to_string(last) + (last == 1 ? " message" : " messages") + " so far)");
                 }
             }
@@ -429,12 +430,18 @@ private:
             return RequestMessages(r.conversation_id());
         }
         t.syncing = false;
+        if (t.announce) {
+            t.announce = false;
+            Say("talking in " + r.conversation_id() + " (" + std::to_string(r.last_seq()) +
+                (r.last_seq() == 1 ? " message" : " messages") + " so far)");
+        }
         if (t.gap) {
             t.gap = false;
             return RequestMessages(r.conversation_id());
         }
         if (!ready_ && !Syncing()) {
             ready_ = true;
+            was_ready_ = true;
             in_flight_ = false;
             SendNext();  // what was not acknowledged before the reconnect, same client_msg_id
         }
@@ -502,12 +509,12 @@ private:
         const bool sync = rid.starts_with("sync:") && e.code() != pb::UNAVAILABLE;
         const bool open_join = rid.starts_with("open-join:");
         if ((sync || open_join) && rid.substr(rid.find(':') + 1) != Initial()) {
-            // A conversation /open could not read: back to the one the client started with.
+            // A conversation /open could not read. Lines keep going there (and are refused), never
+            // to another chat the user did not choose.
             const std::string conv = rid.substr(rid.find(':') + 1);
             tracks_.erase(conv);
             if (conversation_ == conv) {
-                conversation_ = Initial();
-                Say("cannot open " + conv + "; talking in " + conversation_ + " again");
+                Say("cannot open " + conv + ": what you type now is refused; /open another conversation");
             }
             return;
         }
@@ -594,6 +601,13 @@ private:
         } else if (cmd == "/open") {
             if (w.size() != 2) return usage("/open CONVERSATION");
             auto ref = flare::ParseConversationId(w[1]);
+            if (!ref && w[1].starts_with("direct:")) {  // the two users in either order
+                const auto colon = w[1].find(':', 7);
+                if (colon != std::string::npos) {
+                    ref = flare::ParseConversationId(
+                        flare::DirectConversationId(w[1].substr(7, colon - 7), w[1].substr(colon + 1)));
+                }
+            }
             if (!ref) return usage(ref.error().message);
             Open(ref->id);
             // The next lines wait until the conversation is readable (or found not to be).
@@ -682,8 +696,7 @@ private:
     // Follows `conv` from now on (with the last --history messages) and sends lines there.
     void Open(const std::string& conv) {
         conversation_ = conv;
-        tracks_[conv];
-        Say("talking in " + conv);
+        tracks_[conv].announce = conv != Initial();
         if (conv.starts_with("room:") && conv != Initial()) {
             pb::ClientFrame j;  // a room is joined first; its answer starts the catch-up
             j.set_request_id("open-join:" + conv);
@@ -861,6 +874,7 @@ private:
     std::unique_ptr<WsClient> client_;
     int generation_ = 0;
     bool ready_ = false, eof_ = false, first_failure_ = true;
+    bool was_ready_ = false;  // connected and caught up at least once
     // What this client has shown of each conversation it follows: its chat and the user's inbox of
     // business pushes ("system:<user>").
     struct Track {
@@ -868,6 +882,7 @@ private:
         uint64_t acked = 0;
         bool syncing = false;
         bool gap = false;
+        bool announce = false;  // opened with /open: say so once it is read
     };
     std::map<std::string, Track> tracks_;
     uint64_t msg_counter_ = 0;
