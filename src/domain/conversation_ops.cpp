@@ -240,15 +240,13 @@ void SessionService::ManageGroup(GroupCommand cmd, Callback<GroupResult> done) {
             if (r) {
                 return done(std::move(r));
             }
-            OriginalOrRefusal(
-                *messages_, tenant, conv, sender, cmid,
-                [type](const MessageRecord& m) { return m.kind == MessageKind::kEvent && m.event.type == type; },
-                r.error(), [done = std::move(done)](Result<MessageRecord> o) {
-                    if (!o) {
-                        return done(o.error());
-                    }
-                    done(GroupResult{std::move(*o), true});
-                });
+            OriginalOrRefusal(*messages_, tenant, conv, sender, cmid, MessageKind::kEvent, type, r.error(),
+                              [done = std::move(done)](Result<MessageRecord> o) {
+                                  if (!o) {
+                                      return done(o.error());
+                                  }
+                                  done(GroupResult{std::move(*o), true});
+                              });
         };
     }
     const std::string tenant = cmd.actor.tenant_id, user = cmd.actor.user_id, conv = cmd.conversation_id;
@@ -667,32 +665,31 @@ void MessageOrchestrator::SendOperation(SendCommand command, Callback<SendReceip
                               "client_msg_id is longer than " + std::to_string(limits_.max_client_msg_id_bytes) +
                                   " bytes"));
     }
+    // A fresh id (an operation without one that may happen more than once) is never a retry.
+    bool may_be_retry = true;
     if (command.client_msg_id.empty()) {
         // Recall and delete happen once per message: a retry without an id is still answered once.
         const std::string target = std::to_string(command.event.target_seq);
+        may_be_retry = type == EventType::kRecalled || type == EventType::kDeletedForEveryone;
         command.client_msg_id = type == EventType::kRecalled             ? "recall:" + target
                                 : type == EventType::kDeletedForEveryone ? "delete:" + target
                                                                          : "op:" + ids_.NewId();
     }
-    if (auto ref = ParseConversationId(command.conversation_id); ref) {
+    if (auto ref = ParseConversationId(command.conversation_id); ref && may_be_retry) {
         // A retry refused because its own first run changed the message (recalled, reacted) gets the original.
-        const std::string sender =
-            command.check_membership || !command.sender.user_id.empty() ? command.sender.user_id : "system";
-        done = [this, tenant = command.sender.tenant_id, conv = ref->id, sender, cmid = command.client_msg_id, type,
+        done = [this, tenant = command.sender.tenant_id, conv = ref->id, sender = StoredSenderId(command),
+                cmid = command.client_msg_id, type,
                 done = std::move(done)](Result<SendReceipt> r) mutable {
             if (r) {
                 return done(std::move(r));
             }
-            OriginalOrRefusal(
-                messages_, tenant, conv, sender, cmid,
-                [type](const MessageRecord& m) { return m.kind == MessageKind::kEvent && m.event.type == type; },
-                r.error(), [done = std::move(done)](Result<MessageRecord> o) {
-                    if (!o) {
-                        return done(o.error());
-                    }
-                    done(SendReceipt{o->conversation_id, o->server_msg_id, o->seq, o->server_time_ms, true,
-                                     StoredText(*o)});
-                });
+            OriginalOrRefusal(messages_, tenant, conv, sender, cmid, MessageKind::kEvent, type, r.error(),
+                              [done = std::move(done)](Result<MessageRecord> o) {
+                                  if (!o) {
+                                      return done(o.error());
+                                  }
+                                  done(ReceiptOf(*o, true));
+                              });
         };
     }
     const std::string tenant = command.sender.tenant_id, conv = command.conversation_id;

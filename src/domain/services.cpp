@@ -19,6 +19,14 @@ std::string StoredText(const MessageRecord& m) {
     return m.kind != MessageKind::kEvent ? m.text : m.event.type == EventType::kEdited ? m.event.text : std::string();
 }
 
+std::string StoredSenderId(const SendCommand& c) {
+    return c.check_membership || !c.sender.user_id.empty() ? c.sender.user_id : "system";
+}
+
+SendReceipt ReceiptOf(const MessageRecord& m, bool duplicate) {
+    return SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, duplicate, StoredText(m)};
+}
+
 namespace {
 
 Error NotMember(const std::string& conv) {
@@ -28,15 +36,15 @@ Error NotMember(const std::string& conv) {
 }  // namespace
 
 void OriginalOrRefusal(MessageStore& store, std::string tenant_id, std::string conversation_id, std::string sender_id,
-                       std::string client_msg_id, std::function<bool(const MessageRecord&)> same_kind, Error refusal,
+                       std::string client_msg_id, MessageKind kind, EventType type, Error refusal,
                        Callback<MessageRecord> done) {
     if (client_msg_id.empty() || refusal.code == Errc::kUnavailable || refusal.code == Errc::kInvalidArgument) {
         return done(std::move(refusal));
     }
     store.FindAppended(std::move(tenant_id), std::move(conversation_id), std::move(sender_id), std::move(client_msg_id),
-                       [same_kind = std::move(same_kind), refusal = std::move(refusal),
+                       [kind, type, refusal = std::move(refusal),
                         done = std::move(done)](Result<std::optional<MessageRecord>> found) mutable {
-                           if (found && *found && same_kind(**found)) {
+                           if (found && *found && SameKindOfRequest(**found, kind, type)) {
                                return done(std::move(**found));
                            }
                            done(std::move(refusal));
@@ -724,17 +732,13 @@ void MessageOrchestrator::AnswerRejected(PreSendItem item, Error rejection) {
     // The hooks may have changed since, or a rate limit counts the retry: the client must not be
     // told that a message everyone received was refused.
     const SendCommand& c = item.command;
-    OriginalOrRefusal(
-        messages_, c.sender.tenant_id, item.resolved.ref.id, c.sender.user_id, c.client_msg_id,
-        [kind = c.kind, type = c.event.type](const MessageRecord& m) {
-            return m.kind == kind && (kind != MessageKind::kEvent || m.event.type == type);
-        },
-        std::move(rejection), [done = std::move(item.done)](Result<MessageRecord> r) {
-            if (!r) {
-                return done(r.error());
-            }
-            done(SendReceipt{r->conversation_id, r->server_msg_id, r->seq, r->server_time_ms, true, StoredText(*r)});
-        });
+    OriginalOrRefusal(messages_, c.sender.tenant_id, item.resolved.ref.id, c.sender.user_id, c.client_msg_id, c.kind,
+                      c.event.type, std::move(rejection), [done = std::move(item.done)](Result<MessageRecord> r) {
+                          if (!r) {
+                              return done(r.error());
+                          }
+                          done(ReceiptOf(*r, true));
+                      });
 }
 
 void MessageOrchestrator::PublishCommitted(const MessageRecord& m) {
@@ -764,7 +768,7 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
     m.conversation_type = resolved.ref.type;
     m.server_msg_id = ids_.NewId();
     m.client_msg_id = std::move(command.client_msg_id);
-    m.sender_id = command.check_membership || !command.sender.user_id.empty() ? command.sender.user_id : "system";
+    m.sender_id = StoredSenderId(command);
     m.sender_device_id = command.sender.device_id;
     m.server_time_ms = clock_.NowMs();
     m.kind = command.kind;
@@ -795,8 +799,7 @@ void MessageOrchestrator::CommitResolved(SendCommand command, ResolvedConversati
             if (!appended->duplicate && hooks_ != nullptr) {
                 PublishCommitted(m);
             }
-            done(SendReceipt{m.conversation_id, m.server_msg_id, m.seq, m.server_time_ms, appended->duplicate,
-                             StoredText(m)});
+            done(ReceiptOf(m, appended->duplicate));
         },
         std::move(on_delivered));
 }

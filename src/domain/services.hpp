@@ -24,14 +24,18 @@ namespace flare {
 
 // A request refused with `refusal` may repeat one that `sender` already stored with this
 // client_msg_id (its answer was lost; the state has moved on since, so the checks fail now). Then
-// the stored original answers it, like any retry; otherwise the refusal does. `same_kind` says
-// whether a stored message is the same kind of request.
+// the stored original answers it when it is the same kind of request (SameKindOfRequest), like any
+// retry; otherwise the refusal does.
 void OriginalOrRefusal(MessageStore& store, std::string tenant_id, std::string conversation_id, std::string sender_id,
-                       std::string client_msg_id, std::function<bool(const MessageRecord&)> same_kind, Error refusal,
+                       std::string client_msg_id, MessageKind kind, EventType type, Error refusal,
                        Callback<MessageRecord> done);
 
 // What a send's answer says was stored: the message's text, or an edit's new text ("" for other events).
 std::string StoredText(const MessageRecord& m);
+// The sender id a send is stored under: the user's, or "system" for a business call without one.
+std::string StoredSenderId(const SendCommand& c);
+// A send's answer for a stored message.
+SendReceipt ReceiptOf(const MessageRecord& m, bool duplicate);
 
 struct Limits {
     uint32_t max_text_bytes = 4096;

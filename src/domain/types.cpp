@@ -2,14 +2,25 @@
 
 namespace flare {
 
+bool SameKindOfRequest(const MessageRecord& stored, MessageKind kind, EventType type) {
+    return stored.kind == kind && (kind != MessageKind::kEvent || stored.event.type == type);
+}
+
+size_t ControlCharacterAt(std::string_view s, size_t i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+        return 1;
+    }
+    if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
+        return 2;
+    }
+    return 0;
+}
+
 bool HasControlCharacter(std::string_view s) {
     for (size_t i = 0; i < s.size(); ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f) {
-            return true;
-        }
-        if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9f &&
-            static_cast<unsigned char>(s[i + 1]) >= 0x80) {
+        if (ControlCharacterAt(s, i) != 0) {
             return true;
         }
     }

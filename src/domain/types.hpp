@@ -65,6 +65,8 @@ struct ConversationRef {
 std::string Utf8Prefix(std::string_view s, size_t max_bytes);
 // True when `s` holds a control character: C0 (below U+0020), DEL, or C1 (U+0080..U+009F, as UTF-8).
 bool HasControlCharacter(std::string_view s);
+// How many bytes the control character at s[i] takes (C0, DEL: 1; C1 as UTF-8: 2), 0 for none.
+size_t ControlCharacterAt(std::string_view s, size_t i);
 
 // Ids users, devices and rooms may have: 1..64 chars of [A-Za-z0-9_.@-].
 bool IsValidName(std::string_view s);
@@ -118,6 +120,10 @@ struct MessageRecord {
     int64_t edited_ms = 0;
     std::vector<Reaction> reactions;  // by emoji
 };
+
+// Whether `stored` answers a request of this kind (and, for an event, type) that repeats its
+// client_msg_id: a message answers a message of its kind, an event an event of its type.
+bool SameKindOfRequest(const MessageRecord& stored, MessageKind kind, EventType type);
 
 // What a client presents: an authenticated device on one connection.
 struct Principal {

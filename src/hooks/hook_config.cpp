@@ -19,7 +19,6 @@ namespace {
 // A keyword filter runs on the hook engine's one thread for every message: its cost is bounded.
 constexpr size_t kMaxKeywords = 1000;
 constexpr size_t kMaxKeywordBytes = 100;
-constexpr uint32_t kMaxPreSendTimeoutMs = 8000;
 
 Error Bad(const std::string& what) { return MakeError(Errc::kInvalidArgument, "bad_hook", what); }
 
@@ -261,9 +260,9 @@ Status ValidateHook(const HookSpec& s) {
         }
     }
     const bool pre_send = std::find(s.points.begin(), s.points.end(), HookPoint::kPreSend) != s.points.end();
-    if (pre_send && s.timeout_ms > kMaxPreSendTimeoutMs) {
-        return Bad("'timeout_ms': a pre_send hook answers within " + std::to_string(kMaxPreSendTimeoutMs) +
-                   " ms (the whole pre_send chain has 8 s)");
+    if (pre_send && s.timeout_ms > kPreSendBudgetMs) {
+        return Bad("'timeout_ms': a pre_send hook answers within " + std::to_string(kPreSendBudgetMs) +
+                   " ms (the whole pre_send chain has that long)");
     }
     for (const auto& t : s.tenants) {
         if (!IsValidName(t)) {

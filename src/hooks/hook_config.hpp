@@ -3,12 +3,16 @@
 // form those are stored in.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "domain/hooks.hpp"
 
 namespace flare::hooks {
+
+// The whole pre_send chain answers within this; one pre_send hook's timeout_ms is at most this.
+constexpr uint32_t kPreSendBudgetMs = 8000;
 
 // Reads `file` (may be empty: none) and every *.toml in `dir` (may be empty or missing: none), in
 // name order. Errors (kInvalidArgument) name the file, the line and the key, e.g.

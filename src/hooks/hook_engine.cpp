@@ -41,7 +41,7 @@ using asio::ip::tcp;
 namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
-constexpr auto kPreSendBudget = std::chrono::milliseconds(8000);
+constexpr auto kPreSendBudget = std::chrono::milliseconds(kPreSendBudgetMs);
 constexpr size_t kMaxReasonBytes = 1024;
 constexpr size_t kMaxHooksPerTenant = 20;
 

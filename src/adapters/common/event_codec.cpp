@@ -193,9 +193,7 @@ Status CheckTarget(const MessageRecord& m, std::optional<TargetRow> target,
 
 Status CheckSameKind(const MessageRecord& original, const MessageRecord& m) {
     // A user's text never answers with a system message of the same id (or the other way round).
-    const bool same = original.kind == m.kind &&
-                      (m.kind != MessageKind::kEvent || original.event.type == m.event.type);
-    if (same) {
+    if (SameKindOfRequest(original, m.kind, m.event.type)) {
         return {};
     }
     return MakeError(Errc::kAlreadyExists, "client_msg_id_reused",

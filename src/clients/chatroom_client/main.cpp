@@ -38,19 +38,15 @@ std::string ForTerminal(const std::string& s) {
     std::string out;
     out.reserve(s.size());
     for (size_t i = 0; i < s.size(); ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c == '\t') {
+        if (s[i] == '\t') {
             out += ' ';
-        } else if (c == '\n') {
+        } else if (s[i] == '\n') {
             out += "\u21b5";
-        } else if (c < 0x20 || c == 0x7f) {
+        } else if (const size_t n = flare::ControlCharacterAt(s, i); n != 0) {
             out += "\ufffd";
-        } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-                   static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
-            out += "\ufffd";  // U+0080..U+009F
-            ++i;
+            i += n - 1;
         } else {
-            out += static_cast<char>(c);
+            out += s[i];
         }
     }
     return out;
